@@ -1,0 +1,37 @@
+# ghl_fdw/Makefile
+
+MODULE_big = ghl_fdw
+OBJS = \
+	src/auth.o \
+	src/ghl_fdw.o \
+	src/http.o \
+	src/json.o \
+	src/option.o \
+	src/pushdown.o \
+	src/resource.o
+
+EXTENSION = ghl_fdw
+DATA = sql/ghl_fdw--1.0.sql
+PGFILEDESC = "ghl_fdw - foreign data wrapper for the HighLevel Contacts API"
+
+REGRESS_OPTS = --outputdir=test/results
+
+PG_CONFIG ?= pg_config
+PKG_CONFIG ?= pkg-config
+
+PG_CPPFLAGS = $(shell $(PKG_CONFIG) --cflags libcurl json-c)
+SHLIB_LINK = $(shell $(PKG_CONFIG) --libs libcurl json-c)
+PG_CFLAGS = -Werror
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# no JIT bitcode: it needs clang, and the FDW's time is spent waiting on HTTP
+with_llvm = no
+
+.PHONY: test demo
+test:
+	test/run_tests.sh
+
+demo:
+	test/demo.sh

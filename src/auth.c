@@ -1,0 +1,36 @@
+/*-------------------------------------------------------------------------
+ *
+ * auth.c
+ *		  Bearer tokens for GHL requests.
+ *
+ * IDENTIFICATION
+ *		  src/auth.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "ghl_fdw.h"
+
+/*
+ * The token to send with a request.  A Private Integration Token is used
+ * as it is; the OAuth modes are not available yet.
+ */
+const char *
+ghl_auth_bearer(GhlConnection *conn, GhlOptions *options)
+{
+	if (options->auth_mode != GHL_AUTH_ACCESS_TOKEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("OAuth user mappings are not supported yet on GHL server \"%s\"",
+						options->server_name),
+				 errhint("Use a Private Integration Token as access_token.")));
+	return options->access_token;
+}
+
+/*
+ * Forget a cached token after the API rejected it.  A static token has
+ * nothing to forget.
+ */
+void
+ghl_auth_forget(GhlOptions *options)
+{
+}

@@ -1,0 +1,275 @@
+/*-------------------------------------------------------------------------
+ *
+ * ghl_fdw.h
+ *		  Private declarations shared by the ghl_fdw source files.
+ *
+ * Each section lists what one source file offers the others; see
+ * DESIGN.md for which file owns which concern.
+ *
+ * IDENTIFICATION
+ *		  src/ghl_fdw.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef GHL_FDW_H
+#define GHL_FDW_H
+
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "nodes/pathnodes.h"
+#include "nodes/pg_list.h"
+#include "utils/relcache.h"
+
+#define GHL_FDW_VERSION			"1.0"
+#define GHL_DEFAULT_BASE_URL	"https://services.leadconnectorhq.com"
+#define GHL_DEFAULT_API_VERSION "2021-07-28"
+#define GHL_CALENDAR_API_VERSION "2021-04-15"
+
+/* largest page the search endpoint serves, and the classic list's cap */
+#define GHL_SEARCH_MAX_PAGE		500
+#define GHL_DEFAULT_PAGE_SIZE	500
+
+/* the API's error text is cut to this many bytes in errdetail */
+#define GHL_ERRDETAIL_MAX		400
+
+/*
+ * in option.c
+ */
+typedef enum GhlAuthMode
+{
+	GHL_AUTH_ACCESS_TOKEN,		/* static token (Private Integration Token) */
+	GHL_AUTH_REFRESH_TOKEN,		/* OAuth, rotating refresh tokens */
+	GHL_AUTH_CLIENT_CREDENTIALS /* OAuth client_credentials grant */
+} GhlAuthMode;
+
+/*
+ * Every option of a server and of the current user's mapping for it,
+ * parsed and defaulted.  Secrets live here only for the duration of the
+ * request that needs them; they are never printed.
+ */
+typedef struct GhlOptions
+{
+	Oid			serverid;
+	Oid			userid;			/* the user the mapping was looked up for */
+	Oid			umid;			/* the user mapping's OID */
+	char	   *server_name;
+
+	/* server options */
+	char	   *location_id;
+	char	   *base_url;		/* without trailing slash */
+	char	   *token_url;
+	char	   *api_version;
+	int			timeout_ms;
+	int			connect_timeout_ms;
+	int			max_retries;
+	int			page_size;
+	bool		read_only;
+	char	   *sync_schema;
+
+	/* user mapping options */
+	GhlAuthMode auth_mode;
+	char	   *access_token;
+	char	   *client_id;
+	char	   *client_secret;
+	char	   *refresh_token;
+	char	   *user_type;		/* "Location" or "Company" */
+} GhlOptions;
+
+extern bool ghl_enable_pushdown;
+extern int	ghl_max_response_bytes;
+
+extern GhlOptions *ghl_get_options(Oid serverid, Oid userid);
+extern char *ghl_get_table_option(Oid relid, const char *name);
+extern char *ghl_get_column_field(Oid relid, AttrNumber attnum);
+extern char *ghl_camel_case(const char *column_name);
+extern void _PG_init(void);
+
+/*
+ * in resource.c
+ */
+typedef enum GhlResourceKind
+{
+	GHL_RESOURCE_CONTACTS,
+	GHL_RESOURCE_TASKS,
+	GHL_RESOURCE_NOTES,
+	GHL_RESOURCE_APPOINTMENTS
+} GhlResourceKind;
+
+/* One standard column of a resource, as IMPORT FOREIGN SCHEMA creates it. */
+typedef struct GhlColumnDef
+{
+	const char *name;			/* SQL column name */
+	const char *sql_type;		/* SQL type, as written in DDL */
+	const char *field;			/* JSON key in GET responses */
+	const char *search_field;	/* spelling in search results, if different */
+} GhlColumnDef;
+
+/*
+ * The ways rows can be fetched.  Each endpoint is one entry of the
+ * endpoint table in resource.c: method, path, response key and paging.
+ */
+typedef enum GhlEndpointKind
+{
+	GHL_EP_CONTACTS_SEARCH,		/* POST /contacts/search, searchAfter paging */
+	GHL_EP_CONTACT_BY_ID,		/* GET /contacts/{id} */
+	GHL_NUM_ENDPOINTS
+} GhlEndpointKind;
+
+typedef enum GhlPaging
+{
+	GHL_PAGING_NONE,			/* one response holds everything */
+	GHL_PAGING_SEARCH_AFTER		/* cursor taken from the last row */
+} GhlPaging;
+
+typedef struct GhlEndpoint
+{
+	GhlEndpointKind kind;
+	const char *method;
+	const char *path;			/* printf format; %s is the id, if any */
+	const char *api_version;	/* NULL: the server's api_version */
+	const char *response_key;	/* key of the row array, or of one object */
+	bool		single_object;	/* response_key names one object, not array */
+	bool		not_found_is_empty; /* 404 means zero rows */
+	GhlPaging	paging;
+	bool		uses_search_fields; /* rows use GhlColumnDef.search_field */
+} GhlEndpoint;
+
+typedef struct GhlResource
+{
+	GhlResourceKind kind;
+	const char *name;			/* value of the table option "resource" */
+	const GhlColumnDef *columns;
+	int			ncolumns;
+	GhlEndpointKind scan_endpoint;	/* the endpoint that lists everything */
+	GhlEndpointKind by_id_endpoint; /* the endpoint that fetches one row */
+	double		rows_estimate;	/* planner's guess at the table size */
+} GhlResource;
+
+extern const GhlResource *ghl_resource_by_name(const char *name);
+extern const GhlResource *ghl_resource_for_table(Oid relid);
+extern const GhlEndpoint *ghl_endpoint(GhlEndpointKind kind);
+extern const char *ghl_resource_names(void);
+extern const char *ghl_search_field_for(const GhlResource *resource,
+										const char *field);
+
+/*
+ * in http.c
+ */
+typedef struct GhlConnection GhlConnection;
+
+/* Counters of one scan, shown by EXPLAIN ANALYZE. */
+typedef struct GhlRequestStats
+{
+	int64		requests;
+	int64		retries;
+	int64		bytes;
+	int64		rate_limited;
+} GhlRequestStats;
+
+typedef struct GhlRequest
+{
+	const char *method;			/* "GET", "POST", ... */
+	const char *path;			/* path and query, relative to base_url */
+	const char *url;			/* absolute URL instead of path, or NULL */
+	const char *api_version;	/* Version header value, or NULL for none */
+	const char *body;			/* request body, or NULL */
+	const char *content_type;	/* NULL: application/json */
+	bool		authenticated;	/* send the Bearer token */
+	bool		idempotent;		/* safe to retry even if it reached the API */
+} GhlRequest;
+
+typedef struct GhlResponse
+{
+	long		status;
+	char	   *data;			/* body, NUL-terminated, palloc'd */
+	size_t		len;
+} GhlResponse;
+
+extern GhlConnection *ghl_get_connection(GhlOptions *options);
+extern GhlOptions *ghl_connection_options(GhlConnection *conn);
+extern void ghl_http_execute(GhlConnection *conn, const GhlRequest *request,
+							 GhlResponse *response, GhlRequestStats *stats);
+extern void ghl_report_http_error(GhlConnection *conn,
+								  const GhlRequest *request,
+								  const GhlResponse *response) pg_attribute_noreturn();
+extern char *ghl_url_escape(const char *value);
+
+/*
+ * in auth.c
+ */
+extern const char *ghl_auth_bearer(GhlConnection *conn, GhlOptions *options);
+extern void ghl_auth_forget(GhlOptions *options);
+
+/*
+ * in json.c
+ */
+typedef struct GhlJsonPage GhlJsonPage;
+
+/*
+ * How one column of a scanned table is filled from a JSON row.  Built once
+ * per scan; the conversion itself happens in json.c.
+ */
+typedef struct GhlColumnMap
+{
+	int			attindex;		/* 0-based index into the tuple */
+	const char *attname;
+	const char *field;			/* JSON key, NULL for the raw column */
+	const char *search_field;	/* alternative key in search results */
+	bool		is_raw;			/* the whole object as jsonb */
+	Oid			typid;
+	int32		typmod;
+	Oid			elemtypid;		/* element type for arrays, else InvalidOid */
+	FmgrInfo	input;			/* input function of typid or elemtypid */
+	Oid			ioparam;
+	int16		elemlen;
+	bool		elembyval;
+	char		elemalign;
+	bool		is_timestamp;	/* accepts epoch milliseconds too */
+	bool		is_json;		/* json/jsonb: any JSON value fits */
+} GhlColumnMap;
+
+extern GhlJsonPage *ghl_json_parse_page(const char *data, size_t len,
+										const char *response_key,
+										bool single_object,
+										const char *server_name);
+extern int	ghl_json_page_rows(GhlJsonPage *page);
+extern void ghl_json_row_to_values(GhlJsonPage *page, int row,
+								   GhlColumnMap *columns, int ncolumns,
+								   bool use_search_fields,
+								   const char *table_name,
+								   Datum *values, bool *nulls);
+extern char *ghl_json_row_cursor(GhlJsonPage *page, int row);
+extern void ghl_json_error_info(const char *data, size_t len,
+								char **message, char **trace_id);
+extern char *ghl_json_search_body(const char *location_id, int page_limit,
+								  const char *search_after);
+
+/*
+ * in pushdown.c
+ */
+
+/*
+ * What a scan will ask the API for: the endpoint and its parameters.  The
+ * planner builds one from the restriction clauses; it is flattened into
+ * fdw_private for the executor, with values to be computed at run time
+ * (Params) in fdw_exprs.
+ */
+typedef struct GhlRequestPlan
+{
+	GhlEndpointKind endpoint;
+	int			id_expr;		/* index into fdw_exprs of the id, or -1 */
+	double		estimated_rows;
+	double		estimated_requests;
+} GhlRequestPlan;
+
+extern GhlRequestPlan *ghl_plan_request(PlannerInfo *root, RelOptInfo *baserel,
+										const GhlResource *resource,
+										List **fdw_exprs);
+extern List *ghl_request_plan_to_list(GhlRequestPlan *plan);
+extern GhlRequestPlan *ghl_request_plan_from_list(List *list);
+extern char *ghl_request_plan_describe(GhlRequestPlan *plan,
+									   const GhlResource *resource);
+
+#endif							/* GHL_FDW_H */

@@ -1,0 +1,394 @@
+/*-------------------------------------------------------------------------
+ *
+ * json.c
+ *		  Everything that touches json-c: parsing response pages, finding
+ *		  fields, turning JSON values into Datums and building request
+ *		  bodies.
+ *
+ * json-c's json_object type collides with PostgreSQL's json_object() from
+ * utils/builtins.h, so json-c stays in this file and builtins.h stays out.
+ * json-c allocates with malloc; every parsed document is tied to a memory
+ * context by a reset callback, so an error anywhere releases it.
+ *
+ * IDENTIFICATION
+ *		  src/json.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "ghl_fdw.h"
+
+#include <limits.h>
+#include <math.h>
+
+#include <json.h>
+
+#include "catalog/pg_type.h"
+#include "datatype/timestamp.h"
+#include "utils/array.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+struct GhlJsonPage
+{
+	json_object *root;			/* the whole parsed document */
+	json_object *rows;			/* the row array, or the one row object */
+	bool		single_object;
+	int			nrows;
+	MemoryContextCallback release;
+};
+
+/* What errcontext needs to name a value that does not fit its column. */
+typedef struct ConversionContext
+{
+	const char *attname;
+	const char *table_name;
+} ConversionContext;
+
+static void release_json_page(void *arg);
+static json_object *row_object(GhlJsonPage *page, int row);
+static Datum json_to_datum(json_object *value, GhlColumnMap *col, bool *isnull);
+static Datum scalar_to_datum(json_object *value, FmgrInfo *input, Oid ioparam,
+							 int32 typmod, bool is_timestamp);
+static void conversion_error_callback(void *arg);
+
+/*
+ * Parse one response body and find its rows.  The returned page belongs to
+ * CurrentMemoryContext: resetting or deleting that context frees the
+ * json-c objects too, on success and on error alike.
+ */
+GhlJsonPage *
+ghl_json_parse_page(const char *data, size_t len, const char *response_key,
+					bool single_object, const char *server_name)
+{
+	GhlJsonPage *page = palloc0(sizeof(GhlJsonPage));
+	json_tokener *tok;
+	enum json_tokener_error jerr;
+	json_object *rows;
+
+	page->release.func = release_json_page;
+	page->release.arg = page;
+	MemoryContextRegisterResetCallback(CurrentMemoryContext, &page->release);
+
+	tok = json_tokener_new();
+	if (tok == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	page->root = json_tokener_parse_ex(tok, data, (int) len);
+	jerr = json_tokener_get_error(tok);
+	json_tokener_free(tok);
+
+	if (jerr != json_tokener_success || page->root == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_JSON_TEXT),
+				 errmsg("GHL server \"%s\" returned invalid JSON", server_name),
+				 errdetail("%s after %zu bytes.",
+						   jerr == json_tokener_continue ?
+						   "The document ends early" :
+						   json_tokener_error_desc(jerr), len)));
+
+	if (!json_object_is_type(page->root, json_type_object) ||
+		!json_object_object_get_ex(page->root, response_key, &rows) ||
+		!json_object_is_type(rows, single_object ? json_type_object : json_type_array))
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+				 errmsg("GHL server \"%s\" returned an unexpected response", server_name),
+				 errdetail("Expected a JSON object with %s \"%s\".",
+						   single_object ? "an object" : "an array", response_key)));
+
+	page->rows = rows;
+	page->single_object = single_object;
+	page->nrows = single_object ? 1 : (int) json_object_array_length(rows);
+	return page;
+}
+
+static void
+release_json_page(void *arg)
+{
+	GhlJsonPage *page = (GhlJsonPage *) arg;
+
+	if (page->root)
+		json_object_put(page->root);
+	page->root = NULL;
+}
+
+int
+ghl_json_page_rows(GhlJsonPage *page)
+{
+	return page->nrows;
+}
+
+static json_object *
+row_object(GhlJsonPage *page, int row)
+{
+	Assert(row >= 0 && row < page->nrows);
+	return page->single_object ? page->rows :
+		json_object_array_get_idx(page->rows, row);
+}
+
+/*
+ * Fill one tuple from one JSON row.  A missing or null field is SQL NULL; a
+ * value that does not fit its column is an error naming column and table.
+ */
+void
+ghl_json_row_to_values(GhlJsonPage *page, int row,
+					   GhlColumnMap *columns, int ncolumns,
+					   bool use_search_fields, const char *table_name,
+					   Datum *values, bool *nulls)
+{
+	json_object *obj = row_object(page, row);
+	ConversionContext convctx;
+	ErrorContextCallback errcallback;
+	int			i;
+
+	if (!json_object_is_type(obj, json_type_object))
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+				 errmsg("row %d of a GHL response for foreign table \"%s\" is not a JSON object",
+						row + 1, table_name)));
+
+	convctx.table_name = table_name;
+	errcallback.callback = conversion_error_callback;
+	errcallback.arg = &convctx;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
+
+	for (i = 0; i < ncolumns; i++)
+	{
+		GhlColumnMap *col = &columns[i];
+		json_object *value = NULL;
+		bool		found = false;
+
+		convctx.attname = col->attname;
+		if (col->is_raw)
+			value = obj, found = true;
+		else
+		{
+			if (use_search_fields && col->search_field)
+				found = json_object_object_get_ex(obj, col->search_field, &value);
+			if (!found)
+				found = json_object_object_get_ex(obj, col->field, &value);
+		}
+
+		values[col->attindex] = found ?
+			json_to_datum(value, col, &nulls[col->attindex]) : (Datum) 0;
+		if (!found)
+			nulls[col->attindex] = true;
+	}
+
+	error_context_stack = errcallback.previous;
+}
+
+static void
+conversion_error_callback(void *arg)
+{
+	ConversionContext *convctx = (ConversionContext *) arg;
+
+	errcontext("column \"%s\" of foreign table \"%s\"",
+			   convctx->attname, convctx->table_name);
+}
+
+/*
+ * One JSON value into a Datum of the column's type.  json and jsonb take
+ * any value; arrays take a JSON array element by element; everything else
+ * goes through the type's input function, so SQL's own parsing rules (and
+ * errors) apply.
+ */
+static Datum
+json_to_datum(json_object *value, GhlColumnMap *col, bool *isnull)
+{
+	*isnull = false;
+
+	if (value == NULL || json_object_is_type(value, json_type_null))
+	{
+		*isnull = true;
+		return (Datum) 0;
+	}
+
+	if (col->is_json)
+		return InputFunctionCall(&col->input,
+								 (char *) json_object_to_json_string_ext(value, JSON_C_TO_STRING_PLAIN),
+								 col->ioparam, col->typmod);
+
+	if (OidIsValid(col->elemtypid))
+	{
+		int			n;
+		int			i;
+		Datum	   *elems;
+		bool	   *elemnulls;
+		int			dims[1];
+		int			lbs[1] = {1};
+
+		if (!json_object_is_type(value, json_type_array))
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+					 errmsg("expected a JSON array, got %s",
+							json_type_to_name(json_object_get_type(value)))));
+		n = (int) json_object_array_length(value);
+		elems = palloc(sizeof(Datum) * Max(n, 1));
+		elemnulls = palloc(sizeof(bool) * Max(n, 1));
+		for (i = 0; i < n; i++)
+		{
+			json_object *elem = json_object_array_get_idx(value, i);
+
+			elemnulls[i] = (elem == NULL || json_object_is_type(elem, json_type_null));
+			elems[i] = elemnulls[i] ? (Datum) 0 :
+				scalar_to_datum(elem, &col->input, col->ioparam, -1, col->is_timestamp);
+		}
+		dims[0] = n;
+		return PointerGetDatum(construct_md_array(elems, elemnulls, 1, dims, lbs,
+												  col->elemtypid, col->elemlen,
+												  col->elembyval, col->elemalign));
+	}
+
+	return scalar_to_datum(value, &col->input, col->ioparam, col->typmod,
+						   col->is_timestamp);
+}
+
+static Datum
+scalar_to_datum(json_object *value, FmgrInfo *input, Oid ioparam,
+				int32 typmod, bool is_timestamp)
+{
+	switch (json_object_get_type(value))
+	{
+		case json_type_string:
+			return InputFunctionCall(input, (char *) json_object_get_string(value),
+									 ioparam, typmod);
+		case json_type_int:
+		case json_type_double:
+			if (is_timestamp)
+			{
+				/* the API writes some dates as epoch milliseconds */
+				double		ms = json_object_get_double(value);
+				TimestampTz ts;
+
+				if (!isfinite(ms) || fabs(ms) > 1e16)
+					ereport(ERROR,
+							(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+							 errmsg("epoch milliseconds out of range: %g", ms)));
+				ts = (TimestampTz) (ms * 1000.0) -
+					(TimestampTz) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
+				return TimestampTzGetDatum(ts);
+			}
+			/* FALLTHROUGH */
+		case json_type_boolean:
+		case json_type_object:
+		case json_type_array:
+			return InputFunctionCall(input,
+									 (char *) json_object_to_json_string_ext(value, JSON_C_TO_STRING_PLAIN),
+									 ioparam, typmod);
+		case json_type_null:
+			break;
+	}
+	elog(ERROR, "unexpected JSON null");
+	return (Datum) 0;
+}
+
+/*
+ * The paging cursor of a row, as JSON text (search results carry
+ * "searchAfter": [sortValue, id]), or NULL if the row has none.
+ */
+char *
+ghl_json_row_cursor(GhlJsonPage *page, int row)
+{
+	json_object *cursor;
+
+	if (!json_object_object_get_ex(row_object(page, row), "searchAfter", &cursor) ||
+		!json_object_is_type(cursor, json_type_array))
+		return NULL;
+	return pstrdup(json_object_to_json_string_ext(cursor, JSON_C_TO_STRING_PLAIN));
+}
+
+/*
+ * Pull the API's error text and trace id out of an error body.  The API
+ * says "message": "..." or, on 422, "message": ["...", ...]; the OAuth
+ * endpoint says "error_description".  Never fails: a body that is not an
+ * error object yields NULLs.
+ */
+void
+ghl_json_error_info(const char *data, size_t len, char **message, char **trace_id)
+{
+	json_object *root;
+	json_object *value;
+	json_tokener *tok;
+
+	*message = NULL;
+	*trace_id = NULL;
+	if (data == NULL || len == 0 || len > INT_MAX)
+		return;
+
+	tok = json_tokener_new();
+	if (tok == NULL)
+		return;
+	root = json_tokener_parse_ex(tok, data, (int) len);
+	json_tokener_free(tok);
+	if (root == NULL)
+		return;
+
+	PG_TRY();
+	{
+		if (json_object_is_type(root, json_type_object))
+		{
+			if ((json_object_object_get_ex(root, "message", &value) ||
+				 json_object_object_get_ex(root, "error_description", &value) ||
+				 json_object_object_get_ex(root, "error", &value)) &&
+				value != NULL)
+			{
+				if (json_object_is_type(value, json_type_array))
+				{
+					StringInfoData buf;
+					size_t		i;
+
+					initStringInfo(&buf);
+					for (i = 0; i < json_object_array_length(value); i++)
+						appendStringInfo(&buf, "%s%s", i > 0 ? "; " : "",
+										 json_object_get_string(json_object_array_get_idx(value, i)));
+					*message = buf.data;
+				}
+				else
+					*message = pstrdup(json_object_get_string(value));
+			}
+			if (json_object_object_get_ex(root, "traceId", &value) && value != NULL)
+				*trace_id = pstrdup(json_object_get_string(value));
+		}
+	}
+	PG_FINALLY();
+	{
+		json_object_put(root);
+	}
+	PG_END_TRY();
+}
+
+/*
+ * The body of POST /contacts/search for one page.  search_after is the
+ * JSON cursor of the previous page's last row, or NULL for the first page.
+ */
+char *
+ghl_json_search_body(const char *location_id, int page_limit,
+					 const char *search_after)
+{
+	json_object *body = json_object_new_object();
+	char	   *result = NULL;
+
+	PG_TRY();
+	{
+		json_object_object_add(body, "locationId", json_object_new_string(location_id));
+		json_object_object_add(body, "pageLimit", json_object_new_int(page_limit));
+		if (search_after)
+		{
+			json_object *cursor = json_tokener_parse(search_after);
+
+			if (cursor == NULL)
+				elog(ERROR, "invalid search cursor");
+			json_object_object_add(body, "searchAfter", cursor);
+		}
+		result = pstrdup(json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN));
+	}
+	PG_FINALLY();
+	{
+		json_object_put(body);
+	}
+	PG_END_TRY();
+
+	return result;
+}

@@ -1,0 +1,187 @@
+/*-------------------------------------------------------------------------
+ *
+ * resource.c
+ *		  The table-driven map of each GHL resource: its endpoints, its
+ *		  standard columns and the JSON fields behind them.
+ *
+ * Adding a column is one line in a column table; adding an endpoint is one
+ * line in the endpoint table.  Nothing else in the FDW knows a path.
+ *
+ * IDENTIFICATION
+ *		  src/resource.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "ghl_fdw.h"
+
+#include "utils/lsyscache.h"
+
+static const GhlColumnDef contact_columns[] = {
+	{"id", "text", "id", NULL},
+	{"location_id", "text", "locationId", NULL},
+	{"first_name", "text", "firstName", NULL},
+	{"last_name", "text", "lastName", NULL},
+	{"name", "text", "name", NULL},
+	{"email", "text", "email", NULL},
+	{"phone", "text", "phone", NULL},
+	{"company_name", "text", "companyName", NULL},
+	{"source", "text", "source", NULL},
+	{"type", "text", "type", NULL},
+	{"assigned_to", "text", "assignedTo", NULL},
+	{"address1", "text", "address1", "address"},
+	{"city", "text", "city", NULL},
+	{"state", "text", "state", NULL},
+	{"postal_code", "text", "postalCode", NULL},
+	{"country", "text", "country", NULL},
+	{"website", "text", "website", NULL},
+	{"timezone", "text", "timezone", NULL},
+	{"dnd", "boolean", "dnd", NULL},
+	{"tags", "text[]", "tags", NULL},
+	{"custom_fields", "jsonb", "customFields", NULL},
+	{"business_id", "text", "businessId", NULL},
+	{"date_added", "timestamptz", "dateAdded", NULL},
+	{"date_updated", "timestamptz", "dateUpdated", NULL},
+	{"raw", "jsonb", NULL, NULL},
+};
+
+static const GhlColumnDef task_columns[] = {
+	{"id", "text", "id", NULL},
+	{"contact_id", "text", "contactId", NULL},
+	{"title", "text", "title", NULL},
+	{"body", "text", "body", NULL},
+	{"assigned_to", "text", "assignedTo", NULL},
+	{"due_date", "timestamptz", "dueDate", NULL},
+	{"completed", "boolean", "completed", NULL},
+	{"raw", "jsonb", NULL, NULL},
+};
+
+static const GhlColumnDef note_columns[] = {
+	{"id", "text", "id", NULL},
+	{"contact_id", "text", "contactId", NULL},
+	{"body", "text", "body", NULL},
+	{"user_id", "text", "userId", NULL},
+	{"date_added", "timestamptz", "dateAdded", NULL},
+	{"raw", "jsonb", NULL, NULL},
+};
+
+static const GhlColumnDef appointment_columns[] = {
+	{"id", "text", "id", NULL},
+	{"contact_id", "text", "contactId", NULL},
+	{"calendar_id", "text", "calendarId", NULL},
+	{"location_id", "text", "locationId", NULL},
+	{"title", "text", "title", NULL},
+	{"status", "text", "status", NULL},
+	{"appointment_status", "text", "appointmentStatus", NULL},
+	{"assigned_user_id", "text", "assignedUserId", NULL},
+	{"address", "text", "address", NULL},
+	{"notes", "text", "notes", NULL},
+	{"start_time", "timestamptz", "startTime", NULL},
+	{"end_time", "timestamptz", "endTime", NULL},
+	{"date_added", "timestamptz", "dateAdded", NULL},
+	{"date_updated", "timestamptz", "dateUpdated", NULL},
+	{"raw", "jsonb", NULL, NULL},
+};
+
+static const GhlEndpoint endpoints[GHL_NUM_ENDPOINTS] = {
+	[GHL_EP_CONTACTS_SEARCH] = {
+		GHL_EP_CONTACTS_SEARCH, "POST", "/contacts/search", NULL,
+		"contacts", false, false, GHL_PAGING_SEARCH_AFTER, true
+	},
+	[GHL_EP_CONTACT_BY_ID] = {
+		GHL_EP_CONTACT_BY_ID, "GET", "/contacts/%s", NULL,
+		"contact", true, true, GHL_PAGING_NONE, false
+	},
+};
+
+static const GhlResource resources[] = {
+	{
+		GHL_RESOURCE_CONTACTS, "contacts",
+		contact_columns, lengthof(contact_columns),
+		GHL_EP_CONTACTS_SEARCH, GHL_EP_CONTACT_BY_ID, 10000.0
+	},
+	{
+		GHL_RESOURCE_TASKS, "tasks",
+		task_columns, lengthof(task_columns),
+		GHL_NUM_ENDPOINTS, GHL_NUM_ENDPOINTS, 10000.0
+	},
+	{
+		GHL_RESOURCE_NOTES, "notes",
+		note_columns, lengthof(note_columns),
+		GHL_NUM_ENDPOINTS, GHL_NUM_ENDPOINTS, 10000.0
+	},
+	{
+		GHL_RESOURCE_APPOINTMENTS, "appointments",
+		appointment_columns, lengthof(appointment_columns),
+		GHL_NUM_ENDPOINTS, GHL_NUM_ENDPOINTS, 10000.0
+	},
+};
+
+const GhlResource *
+ghl_resource_by_name(const char *name)
+{
+	int			i;
+
+	for (i = 0; i < lengthof(resources); i++)
+	{
+		if (strcmp(resources[i].name, name) == 0)
+			return &resources[i];
+	}
+	return NULL;
+}
+
+/*
+ * The resource a foreign table reads.  Without the "resource" option the
+ * table's own name decides, which is what IMPORT FOREIGN SCHEMA creates.
+ */
+const GhlResource *
+ghl_resource_for_table(Oid relid)
+{
+	char	   *name = ghl_get_table_option(relid, "resource");
+	const GhlResource *resource;
+
+	if (name == NULL)
+		name = get_rel_name(relid);
+	resource = ghl_resource_by_name(name);
+	if (resource == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
+				 errmsg("foreign table \"%s\" does not name a GHL resource",
+						get_rel_name(relid)),
+				 errhint("ALTER FOREIGN TABLE ... OPTIONS (ADD resource '...') with one of: %s.",
+						 ghl_resource_names())));
+	return resource;
+}
+
+const GhlEndpoint *
+ghl_endpoint(GhlEndpointKind kind)
+{
+	Assert(kind >= 0 && kind < GHL_NUM_ENDPOINTS);
+	return &endpoints[kind];
+}
+
+const char *
+ghl_resource_names(void)
+{
+	return "contacts, tasks, notes, appointments";
+}
+
+/*
+ * Search results spell a few fields differently from GET responses; a
+ * column whose field is one of them reads the search spelling there.
+ */
+const char *
+ghl_search_field_for(const GhlResource *resource, const char *field)
+{
+	int			i;
+
+	if (field == NULL)
+		return NULL;
+	for (i = 0; i < resource->ncolumns; i++)
+	{
+		const GhlColumnDef *col = &resource->columns[i];
+
+		if (col->field && col->search_field && strcmp(col->field, field) == 0)
+			return col->search_field;
+	}
+	return NULL;
+}
