@@ -1,0 +1,87 @@
+--
+-- Shared setup of the regression suites: the extension, a server that
+-- points at the mock GHL API, and helpers that talk to the mock's admin
+-- API (its request log, fault injection and data reset).
+--
+\getenv mock_url MOCK_URL
+SET client_min_messages = warning;
+CREATE EXTENSION ghl_fdw;
+CREATE SCHEMA test;
+CREATE TABLE test.env AS SELECT :'mock_url'::text AS mock_url;
+
+-- single-quote a string for the shell
+CREATE FUNCTION test.shell_quote(s text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$ SELECT '''' || replace(s, '''', '''\''''') || '''' $$;
+
+-- call the mock: one JSON value per line of its answer
+CREATE FUNCTION test.mock(method text, path text, body jsonb DEFAULT NULL)
+RETURNS SETOF jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    cmd text := format('curl -sS --fail-with-body -X %s %s', method,
+                       test.shell_quote((SELECT mock_url FROM test.env) || path));
+BEGIN
+    IF body IS NOT NULL THEN
+        cmd := cmd || ' -H ''Content-Type: application/json'' --data-binary '
+               || test.shell_quote(body::text);
+    END IF;
+    CREATE TEMP TABLE IF NOT EXISTS mock_out (line text);
+    TRUNCATE mock_out;
+    EXECUTE format('COPY mock_out FROM PROGRAM %L WITH (FORMAT csv, QUOTE E''\x01'', DELIMITER E''\x02'')', cmd);
+    RETURN QUERY SELECT line::jsonb FROM mock_out WHERE line <> '';
+END $$;
+
+-- the API requests the mock received since the last test.mock_forget()
+CREATE FUNCTION test.requests()
+RETURNS TABLE (seq int, method text, path text, query jsonb, body jsonb,
+               version text, status int)
+LANGUAGE sql AS $$
+    SELECT (r->>'seq')::int, r->>'method', r->>'path', r->'query', r->'body',
+           r->>'version', (r->>'status')::int
+    FROM test.mock('GET', '/_mock/requests?format=jsonl') AS r
+    ORDER BY 1
+$$;
+
+-- forget logged requests and injected faults
+CREATE FUNCTION test.mock_forget() RETURNS void LANGUAGE sql AS $$
+    SELECT count(*) FROM test.mock('DELETE', '/_mock/requests');
+    SELECT count(*) FROM test.mock('DELETE', '/_mock/faults');
+$$;
+
+CREATE FUNCTION test.fault(spec jsonb) RETURNS void LANGUAGE sql AS $$
+    SELECT count(*) FROM test.mock('POST', '/_mock/faults', spec);
+$$;
+
+-- regenerate the mock's data
+CREATE FUNCTION test.mock_reset(contacts int, seed int DEFAULT 42)
+RETURNS void LANGUAGE sql AS $$
+    SELECT count(*) FROM test.mock('POST', '/_mock/reset',
+                                   jsonb_build_object('contacts', contacts, 'seed', seed));
+$$;
+
+-- run a statement that must fail; show its SQLSTATE and message
+CREATE FUNCTION test.error_of(stmt text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    state text;
+    msg text;
+BEGIN
+    EXECUTE stmt;
+    RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+    RETURN state || ': ' || msg;
+END $$;
+
+CREATE SERVER ghl FOREIGN DATA WRAPPER ghl_fdw
+    OPTIONS (location_id 've9EPM428h8vShlRW1KT', base_url :'mock_url',
+             max_retries '0');
+CREATE USER MAPPING FOR CURRENT_USER SERVER ghl
+    OPTIONS (access_token 'pit-mock-token');
+CREATE SCHEMA ghl;
+IMPORT FOREIGN SCHEMA ghl FROM SERVER ghl INTO ghl;
+RESET client_min_messages;
+
+\d ghl.contacts
+\d ghl.tasks
+\d ghl.notes
+\d ghl.appointments

@@ -1,0 +1,56 @@
+# Shared shell helpers of the test and demo scripts.
+
+# Debian packages the build, the tests and the demo need.
+GHL_PACKAGES="make gcc pkg-config curl python3 postgresql-15 postgresql-client-15 \
+postgresql-server-dev-15 postgresql-15-cron libcurl4-openssl-dev libjson-c-dev"
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Install the packages that are not installed yet (apt needs root).
+ensure_packages() {
+    local missing=()
+    local p
+    for p in $GHL_PACKAGES; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "== installing: ${missing[*]}"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+build_and_install() {
+    echo "== building ghl_fdw"
+    make -s clean >/dev/null
+    make -s PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+    as_root make -s install PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config >/dev/null
+}
+
+# Start the mock GHL API on a free loopback port; sets MOCK_URL and MOCK_PID.
+start_mock() {
+    local portfile
+    portfile=$(mktemp)
+    rm -f "$portfile"
+    python3 test/mock_ghl.py --port 0 --port-file "$portfile" "$@" >/dev/null &
+    MOCK_PID=$!
+    local i
+    for i in $(seq 1 300); do
+        [ -s "$portfile" ] && break
+        kill -0 "$MOCK_PID" 2>/dev/null || { echo "mock failed to start" >&2; return 1; }
+        sleep 0.1
+    done
+    MOCK_URL="http://127.0.0.1:$(cat "$portfile")"
+    rm -f "$portfile"
+    export MOCK_URL MOCK_PID
+}
+
+stop_mock() {
+    if [ -n "${MOCK_PID:-}" ]; then
+        kill "$MOCK_PID" 2>/dev/null || true
+        wait "$MOCK_PID" 2>/dev/null || true
+        MOCK_PID=
+    fi
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The suites, run inside the throwaway cluster that test/run_tests.sh made
+# (PGHOST, PGPORT and PGUSER point at it).  Prints "N passed, N failed".
+set -uo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+. test/lib.sh
+
+passed=0
+failed=0
+count() {
+    # count PASSED FAILED: add one suite's tallies
+    passed=$((passed + $1))
+    failed=$((failed + $2))
+}
+
+start_mock --contacts 100 --seed 42
+trap stop_mock EXIT
+
+createdb ghl_test
+
+echo "== pg_regress"
+rm -rf test/results
+mkdir -p test/results
+pgbin=/usr/lib/postgresql/15/bin
+regress_out=test/results/pg_regress.out
+if [ $# -gt 0 ]; then
+    suites=(setup "$@")
+else
+    suites=(--schedule=test/schedule)
+fi
+/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress \
+    --bindir="$pgbin" --inputdir=. --outputdir=test/results \
+    --use-existing --dbname=ghl_test "${suites[@]}" 2>&1 | tee "$regress_out"
+count "$(grep -cE '\.\.\. ok|^ok ' "$regress_out")" \
+      "$(grep -cE '\.\.\. FAILED|^not ok ' "$regress_out")"
+if grep -qE 'FAILED|not ok' "$regress_out" && [ -f test/results/regression.diffs ]; then
+    head -c 20000 test/results/regression.diffs
+fi
+
+if [ $# -gt 0 ]; then
+    echo "$passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
+    exit
+fi
+
+echo "== process tests"
+py_out=test/results/python.out
+python3 test/run_python_tests.py 2>&1 | tee "$py_out"
+count "$(sed -n 's/^python: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$py_out" | tail -1)" \
+      "$(sed -n 's/^python: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$py_out" | tail -1)"
+grep -q '^python: ' "$py_out" || count 0 1
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Run every ghl_fdw test: install what is missing, build and install the
+# extension, start a throwaway cluster with pg_cron preloaded, and run the
+# suites against the bundled GHL mock.  The last line is "N passed, N failed".
+#
+# Arguments, if any, name the pg_regress suites to run (setup is implied) and
+# skip the Python tests; "test/run_tests.sh contacts_scan" runs just that.
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+
+# shellcheck source=test/lib.sh
+. test/lib.sh
+
+# The extension is installed system-wide: two test runs on one machine take
+# turns, so neither tests the other's build.
+if [ -z "${GHL_TEST_LOCKED:-}" ] && command -v flock >/dev/null; then
+    export GHL_TEST_LOCKED=1
+    exec flock /tmp/ghl_fdw-tests.lock "$0" "$@"
+fi
+
+ensure_packages
+build_and_install
+
+# pg_virtualenv removes the cluster when the suites end, whatever happens.
+pg_virtualenv -t \
+    -o "shared_preload_libraries=pg_cron" \
+    -o "cron.database_name=ghl_test" \
+    -o "logging_collector=on" \
+    -o "log_min_messages=debug1" \
+    -o "max_worker_processes=32" \
+    test/run_suites.sh "$@"
