@@ -15,7 +15,9 @@ SELECT clock_timestamp() - started < interval '5 seconds' AS interrupted_quickly
 SELECT test.fault('{"path": "^/contacts/search$", "kind": "slow_body", "delay_ms": 20000, "times": 1}');
 UPDATE t0 SET started = clock_timestamp();
 SET statement_timeout = '1s';
+\set VERBOSITY sqlstate
 SELECT count(*) FROM ghl.contacts;
+\set VERBOSITY default
 RESET statement_timeout;
 SELECT clock_timestamp() - started < interval '5 seconds' AS interrupted_quickly FROM t0;
 

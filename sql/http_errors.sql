@@ -16,8 +16,11 @@ CREATE USER MAPPING FOR CURRENT_USER SERVER ghl_badtoken
     OPTIONS (access_token 'pit-wrong-token-do-not-print');
 CREATE FOREIGN TABLE contacts_badtoken (id text, email text)
     SERVER ghl_badtoken OPTIONS (resource 'contacts');
-SELECT * FROM contacts_badtoken;
 SELECT test.error_of('SELECT * FROM contacts_badtoken');
+-- the same with the API's body, to show DETAIL and HINT
+SELECT test.fault('{"path": "^/contacts/search$", "status": 401, "times": 1,
+  "body": "{\"statusCode\":401,\"message\":\"Invalid JWT\",\"traceId\":\"trace-401\"}"}');
+SELECT * FROM ghl.contacts;
 DROP SERVER ghl_badtoken CASCADE;
 
 -- 403: a location the token cannot see
@@ -65,6 +68,6 @@ SELECT count(*) FROM ghl.contacts;
 -- with the faults used up, the same query works
 SELECT count(*) FROM ghl.contacts;
 
--- what the mock saw: each failed request once, nothing retried
+-- what the mock saw since the reset: each failed request once, no retries
 SELECT method, path, status FROM test.requests() WHERE status >= 400 ORDER BY seq;
 SELECT test.mock_reset(100, 42);

@@ -7,7 +7,6 @@ CREATE SERVER bad FOREIGN DATA WRAPPER ghl_fdw OPTIONS (locationid 'x');
 CREATE SERVER bad FOREIGN DATA WRAPPER ghl_fdw OPTIONS (access_token 'secret-value');
 CREATE FOREIGN DATA WRAPPER ghl_fdw2 HANDLER ghl_fdw.ghl_fdw_handler
     VALIDATOR ghl_fdw.ghl_fdw_validator OPTIONS (base_url 'http://x');
-CREATE USER MAPPING FOR CURRENT_USER SERVER ghl OPTIONS (token 'x');
 CREATE FOREIGN TABLE bad_t (id text) SERVER ghl OPTIONS (table 'contacts');
 CREATE FOREIGN TABLE bad_t (id text OPTIONS (column 'x')) SERVER ghl;
 
@@ -30,6 +29,7 @@ CREATE FOREIGN TABLE bad_t (id text OPTIONS (field '')) SERVER ghl OPTIONS (reso
 
 -- auth modes: exactly one per user mapping
 CREATE SERVER auth_test FOREIGN DATA WRAPPER ghl_fdw OPTIONS (location_id 'loc');
+CREATE USER MAPPING FOR CURRENT_USER SERVER auth_test OPTIONS (token 'x');
 CREATE USER MAPPING FOR CURRENT_USER SERVER auth_test;
 CREATE USER MAPPING FOR CURRENT_USER SERVER auth_test
     OPTIONS (access_token 'tok', client_id 'id', client_secret 'sec');

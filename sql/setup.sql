@@ -24,7 +24,9 @@ BEGIN
         cmd := cmd || ' -H ''Content-Type: application/json'' --data-binary '
                || test.shell_quote(body::text);
     END IF;
-    CREATE TEMP TABLE IF NOT EXISTS mock_out (line text);
+    IF to_regclass('pg_temp.mock_out') IS NULL THEN
+        CREATE TEMP TABLE mock_out (line text);
+    END IF;
     TRUNCATE mock_out;
     EXECUTE format('COPY mock_out FROM PROGRAM %L WITH (FORMAT csv, QUOTE E''\x01'', DELIMITER E''\x02'')', cmd);
     RETURN QUERY SELECT line::jsonb FROM mock_out WHERE line <> '';

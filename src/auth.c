@@ -27,10 +27,11 @@ ghl_auth_bearer(GhlConnection *conn, GhlOptions *options)
 }
 
 /*
- * Forget a cached token after the API rejected it.  A static token has
- * nothing to forget.
+ * Forget a cached token after the API rejected it.  Returns whether asking
+ * again can bring a different token; a static token cannot.
  */
-void
+bool
 ghl_auth_forget(GhlOptions *options)
 {
+	return false;
 }

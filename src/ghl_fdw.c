@@ -67,7 +67,7 @@ typedef struct GhlFdwScanState
 	GhlConnection *conn;		/* opened on the first fetch */
 
 	List	   *fdw_expr_states;
-	char	   *id_value;		/* the id to fetch, for by-id endpoints */
+	StringInfoData id_value;	/* the id to fetch, for by-id endpoints */
 
 	GhlColumnMap *columns;		/* the columns the query reads */
 	int			ncolumns;
@@ -76,6 +76,7 @@ typedef struct GhlFdwScanState
 	GhlJsonPage *page;
 	int			next_row;
 	bool		exhausted;
+	bool		started;		/* parameters evaluated for this run */
 	StringInfoData cursor;		/* searchAfter of the previous page */
 
 	MemoryContext page_cxt;		/* the current response and its JSON */
@@ -106,7 +107,8 @@ static List *ghlImportForeignSchema(ImportForeignSchemaStmt *stmt,
 static GhlColumnMap *build_column_maps(Relation rel, List *attnums,
 									   const GhlResource *resource,
 									   int *ncolumns);
-static void start_scan(GhlFdwScanState *st, ExprContext *econtext);
+static void start_scan(GhlFdwScanState *st);
+static bool evaluate_parameters(GhlFdwScanState *st, ExprContext *econtext);
 static void fetch_next_page(GhlFdwScanState *st);
 
 /*
@@ -249,6 +251,7 @@ ghlBeginForeignScan(ForeignScanState *node, int eflags)
 									st->resource, &st->ncolumns);
 	st->fdw_expr_states = ExecInitExprList(fsplan->fdw_exprs, (PlanState *) node);
 	initStringInfo(&st->cursor);
+	initStringInfo(&st->id_value);
 
 	st->page_cxt = AllocSetContextCreate(estate->es_query_cxt,
 										 "ghl_fdw page",
@@ -256,7 +259,7 @@ ghlBeginForeignScan(ForeignScanState *node, int eflags)
 	st->tuple_cxt = AllocSetContextCreate(estate->es_query_cxt,
 										  "ghl_fdw tuple",
 										  ALLOCSET_DEFAULT_SIZES);
-	start_scan(st, node->ss.ps.ps_ExprContext);
+	start_scan(st);
 }
 
 /*
@@ -319,37 +322,43 @@ build_column_maps(Relation rel, List *attnums, const GhlResource *resource,
 }
 
 /*
- * (Re)start paging: evaluate the run-time parameters of the request plan
- * and forget any page of a previous run.
+ * (Re)start paging: forget any page of a previous run.  Run-time
+ * parameters are evaluated by the first fetch, since initplans they depend
+ * on have not run yet when the scan begins.
  */
 static void
-start_scan(GhlFdwScanState *st, ExprContext *econtext)
+start_scan(GhlFdwScanState *st)
 {
 	MemoryContextReset(st->page_cxt);
 	st->page = NULL;
 	st->next_row = 0;
 	st->exhausted = false;
+	st->started = false;
 	resetStringInfo(&st->cursor);
-	st->id_value = NULL;
+}
 
+/*
+ * Evaluate the request plan's run-time values (the id of a lookup) for
+ * this run of the scan.  Returns false when they rule out every row.
+ */
+static bool
+evaluate_parameters(GhlFdwScanState *st, ExprContext *econtext)
+{
 	if (st->plan->id_expr >= 0)
 	{
 		ExprState  *state = list_nth(st->fdw_expr_states, st->plan->id_expr);
 		bool		isnull;
 		Datum		value;
-		MemoryContext oldcxt;
 
 		value = ExecEvalExpr(state, econtext, &isnull);
 		/* "id = NULL" matches nothing: no request at all */
 		if (isnull)
-			st->exhausted = true;
-		else
-		{
-			oldcxt = MemoryContextSwitchTo(GetMemoryChunkContext(st));
-			st->id_value = TextDatumGetCString(value);
-			MemoryContextSwitchTo(oldcxt);
-		}
+			return false;
+		/* reuse one buffer: a nested loop rescans once per outer row */
+		resetStringInfo(&st->id_value);
+		appendStringInfoString(&st->id_value, TextDatumGetCString(value));
 	}
+	return true;
 }
 
 static TupleTableSlot *
@@ -380,6 +389,15 @@ ghlIterateForeignScan(ForeignScanState *node)
 		}
 		if (st->exhausted)
 			return slot;
+		if (!st->started)
+		{
+			st->started = true;
+			if (!evaluate_parameters(st, node->ss.ps.ps_ExprContext))
+			{
+				st->exhausted = true;
+				continue;
+			}
+		}
 		fetch_next_page(st);
 	}
 }
@@ -415,7 +433,7 @@ fetch_next_page(GhlFdwScanState *st)
 	switch (st->plan->endpoint)
 	{
 		case GHL_EP_CONTACT_BY_ID:
-			request.path = psprintf(ep->path, ghl_url_escape(st->id_value));
+			request.path = psprintf(ep->path, ghl_url_escape(st->id_value.data));
 			break;
 		case GHL_EP_CONTACTS_SEARCH:
 			request.path = ep->path;
@@ -475,7 +493,7 @@ ghlReScanForeignScan(ForeignScanState *node)
 {
 	GhlFdwScanState *st = (GhlFdwScanState *) node->fdw_state;
 
-	start_scan(st, node->ss.ps.ps_ExprContext);
+	start_scan(st);
 }
 
 static void

@@ -200,7 +200,7 @@ extern char *ghl_url_escape(const char *value);
  * in auth.c
  */
 extern const char *ghl_auth_bearer(GhlConnection *conn, GhlOptions *options);
-extern void ghl_auth_forget(GhlOptions *options);
+extern bool ghl_auth_forget(GhlOptions *options);
 
 /*
  * in json.c

@@ -819,10 +819,10 @@ ghl_http_execute(GhlConnection *conn, const GhlRequest *request,
 		}
 
 		/* a rejected token: forget it and try once more with a fresh one */
-		if (status == 401 && request->authenticated && !auth_retried)
+		if (status == 401 && request->authenticated && !auth_retried &&
+			ghl_auth_forget(conn->options))
 		{
 			auth_retried = true;
-			ghl_auth_forget(conn->options);
 			if (stats != NULL)
 				stats->retries++;
 			continue;

@@ -15,7 +15,8 @@ count() {
     failed=$((failed + $2))
 }
 
-start_mock --contacts 100 --seed 42
+# a generous rate limit: suites that test limiting lower it themselves
+start_mock --contacts 100 --seed 42 --rate-limit 100000 --rate-interval-ms 10000
 trap stop_mock EXIT
 
 createdb ghl_test
