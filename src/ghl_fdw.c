@@ -68,6 +68,7 @@ typedef struct GhlFdwScanState
 
 	List	   *fdw_expr_states;
 	StringInfoData id_value;	/* the id to fetch, for by-id endpoints */
+	StringInfoData contact_value;	/* the contact whose rows to fetch */
 
 	GhlColumnMap *columns;		/* the columns the query reads */
 	int			ncolumns;
@@ -109,6 +110,8 @@ static GhlColumnMap *build_column_maps(Relation rel, List *attnums,
 									   int *ncolumns);
 static void start_scan(GhlFdwScanState *st);
 static bool evaluate_parameters(GhlFdwScanState *st, ExprContext *econtext);
+static bool evaluate_text_parameter(GhlFdwScanState *st, ExprContext *econtext,
+									int expr_index, StringInfo buf);
 static void fetch_next_page(GhlFdwScanState *st);
 
 /*
@@ -252,6 +255,7 @@ ghlBeginForeignScan(ForeignScanState *node, int eflags)
 	st->fdw_expr_states = ExecInitExprList(fsplan->fdw_exprs, (PlanState *) node);
 	initStringInfo(&st->cursor);
 	initStringInfo(&st->id_value);
+	initStringInfo(&st->contact_value);
 
 	st->page_cxt = AllocSetContextCreate(estate->es_query_cxt,
 										 "ghl_fdw page",
@@ -344,20 +348,32 @@ start_scan(GhlFdwScanState *st)
 static bool
 evaluate_parameters(GhlFdwScanState *st, ExprContext *econtext)
 {
-	if (st->plan->id_expr >= 0)
-	{
-		ExprState  *state = list_nth(st->fdw_expr_states, st->plan->id_expr);
-		bool		isnull;
-		Datum		value;
+	return evaluate_text_parameter(st, econtext, st->plan->id_expr,
+								   &st->id_value) &&
+		evaluate_text_parameter(st, econtext, st->plan->contact_expr,
+								&st->contact_value);
+}
 
-		value = ExecEvalExpr(state, econtext, &isnull);
-		/* "id = NULL" matches nothing: no request at all */
-		if (isnull)
-			return false;
-		/* reuse one buffer: a nested loop rescans once per outer row */
-		resetStringInfo(&st->id_value);
-		appendStringInfoString(&st->id_value, TextDatumGetCString(value));
-	}
+/*
+ * One text parameter into buf (reused: a nested loop rescans once per
+ * outer row).  "= NULL" matches nothing, so a NULL rules out every row.
+ */
+static bool
+evaluate_text_parameter(GhlFdwScanState *st, ExprContext *econtext,
+						int expr_index, StringInfo buf)
+{
+	ExprState  *state;
+	bool		isnull;
+	Datum		value;
+
+	resetStringInfo(buf);
+	if (expr_index < 0)
+		return true;
+	state = list_nth(st->fdw_expr_states, expr_index);
+	value = ExecEvalExpr(state, econtext, &isnull);
+	if (isnull)
+		return false;
+	appendStringInfoString(buf, TextDatumGetCString(value));
 	return true;
 }
 
@@ -430,20 +446,13 @@ fetch_next_page(GhlFdwScanState *st)
 	/* every request a scan makes is a read, so retrying it is safe */
 	request.idempotent = true;
 
-	switch (st->plan->endpoint)
-	{
-		case GHL_EP_CONTACT_BY_ID:
-			request.path = psprintf(ep->path, ghl_url_escape(st->id_value.data));
-			break;
-		case GHL_EP_CONTACTS_SEARCH:
-			request.path = ep->path;
-			request.body = ghl_json_search_body(options->location_id,
-												options->page_size,
-												st->cursor.len > 0 ? st->cursor.data : NULL);
-			break;
-		default:
-			elog(ERROR, "unsupported GHL endpoint %d", (int) st->plan->endpoint);
-	}
+	request.path = ghl_endpoint_path(ep,
+									 ghl_url_escape(st->contact_value.data),
+									 ghl_url_escape(st->id_value.data));
+	if (st->plan->endpoint == GHL_EP_CONTACTS_SEARCH)
+		request.body = ghl_json_search_body(options->location_id,
+											options->page_size,
+											st->cursor.len > 0 ? st->cursor.data : NULL);
 
 	ghl_http_execute(st->conn, &request, &response, &st->stats);
 	st->pages++;

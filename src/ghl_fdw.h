@@ -114,7 +114,12 @@ typedef enum GhlEndpointKind
 {
 	GHL_EP_CONTACTS_SEARCH,		/* POST /contacts/search, searchAfter paging */
 	GHL_EP_CONTACT_BY_ID,		/* GET /contacts/{id} */
-	GHL_NUM_ENDPOINTS
+	GHL_EP_TASKS_OF_CONTACT,	/* GET /contacts/{contactId}/tasks */
+	GHL_EP_TASK_BY_ID,			/* GET /contacts/{contactId}/tasks/{id} */
+	GHL_EP_NOTES_OF_CONTACT,	/* GET /contacts/{contactId}/notes */
+	GHL_EP_NOTE_BY_ID,			/* GET /contacts/{contactId}/notes/{id} */
+	GHL_EP_APPOINTMENTS_OF_CONTACT, /* GET /contacts/{contactId}/appointments */
+	GHL_NUM_ENDPOINTS			/* also: "no such endpoint" */
 } GhlEndpointKind;
 
 typedef enum GhlPaging
@@ -127,7 +132,9 @@ typedef struct GhlEndpoint
 {
 	GhlEndpointKind kind;
 	const char *method;
-	const char *path;			/* printf format; %s is the id, if any */
+	const char *path;			/* printf format: contact id, then id */
+	bool		needs_contact;	/* path takes the contact id */
+	bool		needs_id;		/* path takes the row's id */
 	const char *api_version;	/* NULL: the server's api_version */
 	const char *response_key;	/* key of the row array, or of one object */
 	bool		single_object;	/* response_key names one object, not array */
@@ -144,12 +151,15 @@ typedef struct GhlResource
 	int			ncolumns;
 	GhlEndpointKind scan_endpoint;	/* the endpoint that lists everything */
 	GhlEndpointKind by_id_endpoint; /* the endpoint that fetches one row */
+	GhlEndpointKind by_contact_endpoint;	/* rows of one contact */
 	double		rows_estimate;	/* planner's guess at the table size */
 } GhlResource;
 
 extern const GhlResource *ghl_resource_by_name(const char *name);
 extern const GhlResource *ghl_resource_for_table(Oid relid);
 extern const GhlEndpoint *ghl_endpoint(GhlEndpointKind kind);
+extern char *ghl_endpoint_path(const GhlEndpoint *ep, const char *contact_id,
+							   const char *id);
 extern const char *ghl_resource_names(void);
 extern const char *ghl_search_field_for(const GhlResource *resource,
 										const char *field);
@@ -260,6 +270,7 @@ typedef struct GhlRequestPlan
 {
 	GhlEndpointKind endpoint;
 	int			id_expr;		/* index into fdw_exprs of the id, or -1 */
+	int			contact_expr;	/* same for the contact id */
 	double		estimated_rows;
 	double		estimated_requests;
 } GhlRequestPlan;

@@ -24,11 +24,15 @@
 #include "parser/parsetree.h"
 #include "utils/lsyscache.h"
 
+/* planner's guess at the tasks, notes or appointments of one contact */
+#define GHL_ROWS_PER_CONTACT	5
+
 /* Indexes into the list that carries a GhlRequestPlan through fdw_private. */
 enum GhlRequestPlanIndex
 {
 	GhlPlanEndpoint,
 	GhlPlanIdExpr,
+	GhlPlanContactExpr,
 	GhlPlanEstimatedRows,
 	GhlPlanEstimatedRequests
 };
@@ -46,10 +50,13 @@ ghl_plan_request(PlannerInfo *root, RelOptInfo *baserel,
 				 const GhlResource *resource, List **fdw_exprs)
 {
 	GhlRequestPlan *plan = palloc0(sizeof(GhlRequestPlan));
+	Expr	   *id_value = NULL;
+	Expr	   *contact_value = NULL;
 	ListCell   *lc;
 
 	plan->endpoint = resource->scan_endpoint;
 	plan->id_expr = -1;
+	plan->contact_expr = -1;
 	plan->estimated_rows = resource->rows_estimate;
 
 	if (ghl_enable_pushdown)
@@ -57,20 +64,47 @@ ghl_plan_request(PlannerInfo *root, RelOptInfo *baserel,
 		foreach(lc, baserel->baserestrictinfo)
 		{
 			RestrictInfo *rinfo = lfirst_node(RestrictInfo, lc);
-			Expr	   *value = match_column_equality(root, baserel, rinfo->clause, "id");
 
-			if (value != NULL)
-			{
-				*fdw_exprs = lappend(*fdw_exprs, value);
-				plan->endpoint = resource->by_id_endpoint;
-				plan->id_expr = list_length(*fdw_exprs) - 1;
-				plan->estimated_rows = 1;
-				break;
-			}
+			if (id_value == NULL)
+				id_value = match_column_equality(root, baserel, rinfo->clause, "id");
+			if (contact_value == NULL)
+				contact_value = match_column_equality(root, baserel, rinfo->clause,
+													  "contactId");
 		}
 	}
 
-	if (plan->id_expr >= 0)
+	/* the most selective endpoint whose path parameters are all known */
+	if (id_value && resource->by_id_endpoint != GHL_NUM_ENDPOINTS &&
+		(contact_value || !ghl_endpoint(resource->by_id_endpoint)->needs_contact))
+	{
+		plan->endpoint = resource->by_id_endpoint;
+		plan->estimated_rows = 1;
+	}
+	else if (contact_value && resource->by_contact_endpoint != GHL_NUM_ENDPOINTS)
+	{
+		plan->endpoint = resource->by_contact_endpoint;
+		plan->estimated_rows = GHL_ROWS_PER_CONTACT;
+	}
+
+	if (plan->endpoint == GHL_NUM_ENDPOINTS)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_UNABLE_TO_CREATE_EXECUTION),
+				 errmsg("the GHL API cannot list all %s of a location", resource->name),
+				 errhint("Add WHERE contact_id = ... or join %s to contacts on contact_id.",
+						 resource->name)));
+
+	if (ghl_endpoint(plan->endpoint)->needs_id)
+	{
+		*fdw_exprs = lappend(*fdw_exprs, id_value);
+		plan->id_expr = list_length(*fdw_exprs) - 1;
+	}
+	if (ghl_endpoint(plan->endpoint)->needs_contact)
+	{
+		*fdw_exprs = lappend(*fdw_exprs, contact_value);
+		plan->contact_expr = list_length(*fdw_exprs) - 1;
+	}
+
+	if (ghl_endpoint(plan->endpoint)->paging == GHL_PAGING_NONE)
 		plan->estimated_requests = 1;
 	else
 	{
@@ -138,8 +172,9 @@ match_column_equality(PlannerInfo *root, RelOptInfo *baserel, Expr *clause,
 List *
 ghl_request_plan_to_list(GhlRequestPlan *plan)
 {
-	return list_make4(makeInteger(plan->endpoint),
+	return list_make5(makeInteger(plan->endpoint),
 					  makeInteger(plan->id_expr),
+					  makeInteger(plan->contact_expr),
 					  makeFloat(psprintf("%.0f", plan->estimated_rows)),
 					  makeFloat(psprintf("%.0f", plan->estimated_requests)));
 }
@@ -151,6 +186,7 @@ ghl_request_plan_from_list(List *list)
 
 	plan->endpoint = (GhlEndpointKind) intVal(list_nth(list, GhlPlanEndpoint));
 	plan->id_expr = intVal(list_nth(list, GhlPlanIdExpr));
+	plan->contact_expr = intVal(list_nth(list, GhlPlanContactExpr));
 	plan->estimated_rows = floatVal(list_nth(list, GhlPlanEstimatedRows));
 	plan->estimated_requests = floatVal(list_nth(list, GhlPlanEstimatedRequests));
 	return plan;
@@ -165,5 +201,5 @@ ghl_request_plan_describe(GhlRequestPlan *plan, const GhlResource *resource)
 	const GhlEndpoint *ep = ghl_endpoint(plan->endpoint);
 
 	return psprintf("%s %s", ep->method,
-					plan->id_expr >= 0 ? psprintf(ep->path, "{id}") : ep->path);
+					ghl_endpoint_path(ep, "{contactId}", "{id}"));
 }

@@ -82,37 +82,65 @@ static const GhlColumnDef appointment_columns[] = {
 	{"raw", "jsonb", NULL, NULL},
 };
 
+/*
+ * kind, method, path, needs contact id, needs id, Version (NULL: the
+ * server's), response key, one object, 404 is empty, paging, search fields
+ */
 static const GhlEndpoint endpoints[GHL_NUM_ENDPOINTS] = {
 	[GHL_EP_CONTACTS_SEARCH] = {
-		GHL_EP_CONTACTS_SEARCH, "POST", "/contacts/search", NULL,
+		GHL_EP_CONTACTS_SEARCH, "POST", "/contacts/search", false, false, NULL,
 		"contacts", false, false, GHL_PAGING_SEARCH_AFTER, true
 	},
 	[GHL_EP_CONTACT_BY_ID] = {
-		GHL_EP_CONTACT_BY_ID, "GET", "/contacts/%s", NULL,
+		GHL_EP_CONTACT_BY_ID, "GET", "/contacts/%s", false, true, NULL,
 		"contact", true, true, GHL_PAGING_NONE, false
+	},
+	[GHL_EP_TASKS_OF_CONTACT] = {
+		GHL_EP_TASKS_OF_CONTACT, "GET", "/contacts/%s/tasks", true, false, NULL,
+		"tasks", false, true, GHL_PAGING_NONE, false
+	},
+	[GHL_EP_TASK_BY_ID] = {
+		GHL_EP_TASK_BY_ID, "GET", "/contacts/%s/tasks/%s", true, true, NULL,
+		"task", true, true, GHL_PAGING_NONE, false
+	},
+	[GHL_EP_NOTES_OF_CONTACT] = {
+		GHL_EP_NOTES_OF_CONTACT, "GET", "/contacts/%s/notes", true, false, NULL,
+		"notes", false, true, GHL_PAGING_NONE, false
+	},
+	[GHL_EP_NOTE_BY_ID] = {
+		GHL_EP_NOTE_BY_ID, "GET", "/contacts/%s/notes/%s", true, true, NULL,
+		"note", true, true, GHL_PAGING_NONE, false
+	},
+	[GHL_EP_APPOINTMENTS_OF_CONTACT] = {
+		GHL_EP_APPOINTMENTS_OF_CONTACT, "GET", "/contacts/%s/appointments", true, false, NULL,
+		"events", false, true, GHL_PAGING_NONE, false
 	},
 };
 
+/*
+ * name, columns, endpoint listing everything, by id, by contact, and the
+ * planner's guess at the number of rows (per location, or per contact)
+ */
 static const GhlResource resources[] = {
 	{
 		GHL_RESOURCE_CONTACTS, "contacts",
 		contact_columns, lengthof(contact_columns),
-		GHL_EP_CONTACTS_SEARCH, GHL_EP_CONTACT_BY_ID, 10000.0
+		GHL_EP_CONTACTS_SEARCH, GHL_EP_CONTACT_BY_ID, GHL_NUM_ENDPOINTS, 10000.0
 	},
 	{
 		GHL_RESOURCE_TASKS, "tasks",
 		task_columns, lengthof(task_columns),
-		GHL_NUM_ENDPOINTS, GHL_NUM_ENDPOINTS, 10000.0
+		GHL_NUM_ENDPOINTS, GHL_EP_TASK_BY_ID, GHL_EP_TASKS_OF_CONTACT, 10000.0
 	},
 	{
 		GHL_RESOURCE_NOTES, "notes",
 		note_columns, lengthof(note_columns),
-		GHL_NUM_ENDPOINTS, GHL_NUM_ENDPOINTS, 10000.0
+		GHL_NUM_ENDPOINTS, GHL_EP_NOTE_BY_ID, GHL_EP_NOTES_OF_CONTACT, 10000.0
 	},
 	{
 		GHL_RESOURCE_APPOINTMENTS, "appointments",
 		appointment_columns, lengthof(appointment_columns),
-		GHL_NUM_ENDPOINTS, GHL_NUM_ENDPOINTS, 10000.0
+		GHL_NUM_ENDPOINTS, GHL_NUM_ENDPOINTS, GHL_EP_APPOINTMENTS_OF_CONTACT, 10000.0
 	},
 };
 
@@ -184,4 +212,20 @@ ghl_search_field_for(const GhlResource *resource, const char *field)
 			return col->search_field;
 	}
 	return NULL;
+}
+
+/*
+ * An endpoint's path with its parameters filled in; values must already
+ * be URL-escaped.
+ */
+char *
+ghl_endpoint_path(const GhlEndpoint *ep, const char *contact_id, const char *id)
+{
+	if (ep->needs_contact && ep->needs_id)
+		return psprintf(ep->path, contact_id, id);
+	if (ep->needs_contact)
+		return psprintf(ep->path, contact_id);
+	if (ep->needs_id)
+		return psprintf(ep->path, id);
+	return pstrdup(ep->path);
 }

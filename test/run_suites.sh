@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The suites, run inside the throwaway cluster that test/run_tests.sh made
-# (PGHOST, PGPORT and PGUSER point at it).  Prints "N passed, N failed".
+# (PGHOST, PGPORT and PGUSER point at it).  Writes "N passed, N failed" to
+# test/results/summary for test/run_tests.sh to print last.
 set -uo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,14 +35,21 @@ fi
 /usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress \
     --bindir="$pgbin" --inputdir=. --outputdir=test/results \
     --use-existing --dbname=ghl_test "${suites[@]}" 2>&1 | tee "$regress_out"
-count "$(grep -cE '\.\.\. ok|^ok ' "$regress_out")" \
-      "$(grep -cE '\.\.\. FAILED|^not ok ' "$regress_out")"
+# pg_regress ends with "All N tests passed." or "M of N tests failed."
+summary=$(grep -E 'tests (passed|failed)' "$regress_out" | tail -1)
+if [[ $summary =~ All\ ([0-9]+)\ tests\ passed ]]; then
+    count "${BASH_REMATCH[1]}" 0
+elif [[ $summary =~ ([0-9]+)\ of\ ([0-9]+)\ tests\ failed ]]; then
+    count $((BASH_REMATCH[2] - BASH_REMATCH[1])) "${BASH_REMATCH[1]}"
+else
+    count 0 1    # pg_regress itself broke
+fi
 if grep -qE 'FAILED|not ok' "$regress_out" && [ -f test/results/regression.diffs ]; then
     head -c 20000 test/results/regression.diffs
 fi
 
 if [ $# -gt 0 ]; then
-    echo "$passed passed, $failed failed"
+    echo "$passed passed, $failed failed" > test/results/summary
     [ "$failed" -eq 0 ]
     exit
 fi
@@ -53,5 +61,5 @@ count "$(sed -n 's/^python: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$py_out
       "$(sed -n 's/^python: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$py_out" | tail -1)"
 grep -q '^python: ' "$py_out" || count 0 1
 
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed" > test/results/summary
 [ "$failed" -eq 0 ]

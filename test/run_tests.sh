@@ -24,10 +24,21 @@ ensure_packages
 build_and_install
 
 # pg_virtualenv removes the cluster when the suites end, whatever happens.
+rm -f test/results/summary
+status=0
 pg_virtualenv -t \
     -o "shared_preload_libraries=pg_cron" \
     -o "cron.database_name=ghl_test" \
     -o "logging_collector=on" \
     -o "log_min_messages=debug1" \
     -o "max_worker_processes=32" \
-    test/run_suites.sh "$@"
+    test/run_suites.sh "$@" || status=$?
+
+# the tally is the last line, after the cluster is gone
+if [ -f test/results/summary ]; then
+    cat test/results/summary
+else
+    echo "0 passed, 1 failed"
+    status=1
+fi
+exit "$status"
