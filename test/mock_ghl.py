@@ -1,0 +1,1843 @@
+#!/usr/bin/env python3
+"""A local stand-in for the HighLevel (GHL) API v2, used by the ghl_fdw tests.
+
+It serves the contacts, tasks, notes, appointments, calendars, custom-field
+and OAuth endpoints with the paths, headers, request bodies and response
+shapes of the official OpenAPI specs, and reproduces the behaviour the FDW
+has to survive on the real service: GET /contacts/ paging that only works
+with both cursors, the 10,000-record window of POST /contacts/search,
+single-use rotating refresh tokens, per-location rate limits reported in
+X-RateLimit-* headers, and a validator that rejects unknown properties.
+
+Tests drive it through an unauthenticated admin API under /_mock/ (request
+log, fault injection, runtime config, stats, state dump, seeded mutations,
+reset).  Standard library only, so it runs wherever the tests run.
+"""
+
+import argparse
+import base64
+import bisect
+import gc
+import gzip
+import json
+import os
+import random
+import re
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections import OrderedDict, deque
+from datetime import datetime, timedelta, timezone
+from functools import partial
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+CONTACTS_VERSION = "2021-07-28"
+CALENDARS_VERSION = "2021-04-15"
+SEARCH_WINDOW = 10_000      # deepest record page-based search may reach
+SEARCH_MAX_PAGE = 500
+LIST_MAX_LIMIT = 100
+FILTER_VALUE_MAX = 75       # the API's character limit on filter values and query
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+DEFAULT_SCOPES = ("contacts.readonly contacts.write locations/tasks.readonly calendars.readonly "
+                  "calendars/events.readonly calendars/events.write "
+                  "locations/customFields.readonly").split()
+SECRET_FIELDS = ("client_secret", "refresh_token", "code", "access_token")
+
+
+# ---------------------------------------------------------------- formats and validation
+
+def now_ms():
+    return time.time_ns() // 1_000_000
+
+
+def iso_ms(ms):
+    """Contacts, tasks and notes carry UTC timestamps like 2024-03-01T10:00:00.123Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + ".%03dZ" % (ms % 1000)
+
+
+def space_time(ms):
+    """GET /contacts/{id}/appointments uses 2021-07-16 11:00:00 (no zone, no T)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms // 1000))
+
+
+def offset_time(ms):
+    """The calendars API uses ISO 8601 with an offset: 2023-09-25T16:00:00+00:00."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(ms // 1000))
+
+
+def to_ms(value):
+    """Epoch ms from an int, a numeric string or an ISO 8601 string; None if unparseable."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return int(value)
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if re.fullmatch(r"-?\d+(\.\d+)?", text):
+        return int(float(text))
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return (dt - EPOCH) // timedelta(milliseconds=1)
+
+
+def parse_birth_date(value):
+    """UpdateContactDto accepts YYYY-MM-DD, MM/DD/YYYY and friends; GET returns YYYY-MM-DD."""
+    if value is None:
+        return None
+    text = value.strip() if isinstance(value, str) else ""
+    for pattern, order in ((r"(\d{4})[-/._](\d{2})[-/._](\d{2})(T.*)?", (1, 2, 3)),
+                           (r"(\d{2})[-/._](\d{2})[-/._](\d{4})", (3, 1, 2))):
+        m = re.fullmatch(pattern, text)
+        if m:
+            return "%s-%s-%s" % m.group(*order)
+    raise unprocessable("dateOfBirth must be a valid date")
+
+
+def normalize_phone(value):
+    """The API stores phones in E.164: keep the digits, default to +1 for 10-digit numbers."""
+    digits = re.sub(r"\D", "", value)
+    if not value.strip().startswith("+") and len(digits) == 10:
+        return "+1" + digits
+    return "+" + digits
+
+
+def to_json(payload):
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def status_phrase(status):
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+class ApiError(Exception):
+    """An error answered in the API's shape {statusCode, message, error, traceId}."""
+
+    def __init__(self, status, message, error=None, headers=None, extra=None):
+        super().__init__(str(message))
+        self.status, self.message, self.error = status, message, error or status_phrase(status)
+        self.headers, self.extra = headers or {}, extra or {}
+
+    def body(self):
+        body = {"statusCode": self.status, "message": self.message, "error": self.error}
+        return {**body, **self.extra, "traceId": str(uuid.uuid4())}
+
+
+def unprocessable(*messages):
+    """422s list their validation messages in an array, as the API does."""
+    return ApiError(422, list(messages))
+
+
+def not_found(what):
+    return ApiError(404, f"{what} not found")
+
+
+TYPE_CHECKS = {"string": lambda v: isinstance(v, str), "boolean": lambda v: isinstance(v, bool),
+               "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+               "array": lambda v: isinstance(v, list), "object": lambda v: isinstance(v, dict)}
+
+
+def check_body(body, allowed, required=(), types=None):
+    """Validate like the API's whitelisting validator: unknown, missing and mistyped properties."""
+    if not isinstance(body, dict):
+        raise unprocessable("request body must be a JSON object")
+    errors = [f"property {k} should not exist" for k in body if k not in allowed]
+    errors += [f"{k} should not be empty" for k in required if body.get(k) in (None, "")]
+    errors += [f"{k} must be a {kind}" for k, kind in (types or {}).items()
+               if body.get(k) is not None and not TYPE_CHECKS[kind](body[k])]
+    if errors:
+        raise unprocessable(*errors)
+    return body
+
+
+def int_param(raw, name, default, low, high=None):
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise unprocessable(f"{name} must be a number conforming to the specified constraints")
+    if value < low:
+        raise unprocessable(f"{name} must not be less than {low}")
+    if high is not None and value > high:
+        raise unprocessable(f"{name} must not be greater than {high}")
+    return value
+
+
+# ---------------------------------------------------------------- deterministic data
+
+FIRST_NAMES = [("Ana", "ana"), ("José", "jose"), ("Zoë", "zoe"), ("Björn", "bjorn"),
+               ("Łukasz", "lukasz"), ("Siobhán", "siobhan"), ("Li", "li"), ("Chloé", "chloe"),
+               ("Mohammed", "mohammed"), ("Olivia", "olivia"), ("Noah", "noah"), ("Emma", "emma"),
+               ("Sofía", "sofia"), ("Hiroshi", "hiroshi"), ("花子", "hanako"), ("Zoey 🌸", "zoey")]
+LAST_NAMES = [("Smith", "smith"), ("O'Brien", "obrien"), ("Müller", "muller"), ("Straße", "strasse"),
+              ("García", "garcia"), ("Nguyễn", "nguyen"), ("日本", "nihon"), ("Dubois", "dubois"),
+              ("Kowalski", "kowalski"), ("Smith, Jr.", "smithjr"), ("van der Berg", "vanderberg"),
+              ("Ødegaard", "odegaard"), ("Johnson", "johnson"), ("Rossi", "rossi")]
+PLACES = [("Austin", "TX", "US", "78701", "America/Chicago"),
+          ("Berlin", "BE", "DE", "10115", "Europe/Berlin"),
+          ("São Paulo", "SP", "BR", "01000-000", "America/Sao_Paulo"),
+          ("Tokyo", "13", "JP", "100-0001", "Asia/Tokyo"),
+          ("Dolomite", "AL", "US", "35061", "America/Chicago"),
+          ("Zürich", "ZH", "CH", "8001", "Europe/Zurich")]
+DOMAINS = ["example.com", "mail.test", "acme.io", "Example.ORG"]
+COMPANIES = ["Acme Corp", "Globex", "Initech", "Umbrella GmbH", "Société Générale Test", "東京 Trading",
+             "Stark & Wayne, LLC"]
+STREETS = ["1st St N", "Main Street", "Hauptstraße", "Rue de la Paix", "Elm Ave"]
+SOURCES = ["public api", "web form", "import", "facebook", "referral"]
+TAGS = ["vip", "newsletter", "lead", "customer", "náñez-ünïcode", "webinar 2024", "do-not-call"]
+TASK_TITLES = ["Call back", "Send proposal", "Follow up", "Renewal reminder", "Prüfen & senden"]
+NOTE_BODIES = ["Left a voicemail.", "Interested in the premium plan — call next week.",
+               "Prefers email. 日本語 OK.", "Met at the conference 🎉", "Line one\nline two"]
+COLOURS = ["red", "blue", "grün", "紫", 'light "sky" blue']
+APPT_STATUSES = ["confirmed", "confirmed", "new", "cancelled", "showed", "noshow"]
+DATA_START = 1609459200000      # 2021-01-01
+DATA_END = 1735689600000        # 2025-01-01
+DAY_MS = 86_400_000
+ID_TRANSLATION = bytes.maketrans(b"+/", b"Xz")
+
+
+def random_id(rng):
+    """20 alphanumerics like the API's ids (base64 of 15 random bytes, symbols swapped)."""
+    return base64.b64encode(rng.randbytes(15)).translate(ID_TRANSLATION).decode()
+
+
+class DataGenerator:
+    """Builds the seeded records of one location; the same seed yields the same data."""
+
+    def __init__(self, seed, location_id, seen=None):
+        self.rng = random.Random(seed)
+        self.r = self.rng.random
+        self.location_id = location_id
+        self.seen = set() if seen is None else seen
+        self.users = [self.new_id() for _ in range(4)]
+        self.businesses = ["%024x" % self.rng.getrandbits(96) for _ in range(5)]
+        self.custom_fields = self._custom_fields()
+        self.calendars = self._calendars()
+
+    def new_id(self):
+        while True:
+            rid = random_id(self.rng)
+            if rid not in self.seen:
+                self.seen.add(rid)
+                return rid
+
+    def pick(self, seq):
+        """random.choice without its overhead: generating 100k contacts must stay fast."""
+        return seq[int(self.r() * len(seq))]
+
+    def between(self, low, high):
+        return low + int(self.r() * (high - low))
+
+    def _custom_fields(self):
+        specs = [("Favourite colour", "favourite_colour", "TEXT", "contact", []),
+                 ("Lifetime value", "lifetime_value", "NUMERICAL", "contact", []),
+                 ("Interests", "interests", "MULTIPLE_OPTIONS", "contact", ["golf", "chess", "sailing"]),
+                 ("Renewal date", "renewal_date", "DATE", "contact", []),
+                 ("Deal size", "deal_size", "NUMERICAL", "opportunity", [])]
+        return [{"id": self.new_id(), "name": name, "fieldKey": f"{model}.{key}", "placeholder": name,
+                 "dataType": kind, "position": pos * 50, "picklistOptions": options,
+                 "picklistImageOptions": [], "isAllowedCustomOption": False, "isMultiFileAllowed": False,
+                 "maxFileLimit": 0, "locationId": self.location_id, "model": model}
+                for pos, (name, key, kind, model, options) in enumerate(specs)]
+
+    def _calendars(self):
+        group = self.new_id()
+        calendars = []
+        for i, (name, group_id, minutes) in enumerate(
+                [("Sales calls", group, 30), ("Demos 日本", group, 60), ("Support", None, 30)]):
+            cal = {"id": self.new_id(), "locationId": self.location_id, "name": name,
+                   "description": f"{name} calendar", "slug": f"cal-{i}", "widgetSlug": f"cal-{i}",
+                   "calendarType": "round_robin" if group_id else "event", "widgetType": "classic",
+                   "eventTitle": "{{contact.name}}", "eventColor": "#039be5", "isActive": True,
+                   "slotDuration": minutes, "slotDurationUnit": "mins",
+                   "teamMembers": [{"userId": u, "priority": 0.5, "meetingLocationType": "custom",
+                                    "isPrimary": j == 0} for j, u in enumerate(self.users[i:i + 2])]}
+            if group_id:
+                cal["groupId"] = group_id
+            calendars.append(cal)
+        return calendars
+
+    def custom_value(self, field):
+        kind = field["dataType"]
+        if kind == "NUMERICAL":
+            return self.between(0, 100000) if self.r() < 0.5 else round(self.r() * 5000, 2)
+        if kind == "MULTIPLE_OPTIONS":
+            return self.rng.sample(field["picklistOptions"], self.between(1, 4))
+        if kind == "DATE":
+            return space_time(self.between(DATA_START, DATA_END))[:10]
+        return self.pick(COLOURS)
+
+    def contact(self, added, updated, index):
+        """One contact in GET /contacts/{id} shape, with realistic gaps and nulls."""
+        r, pick = self.r, self.pick
+        c = {"id": self.new_id(), "locationId": self.location_id}
+        (first, first_ascii), (last, last_ascii) = pick(FIRST_NAMES), pick(LAST_NAMES)
+        if r() > 0.03:
+            c["firstName"] = first
+        c["lastName"] = last
+        if r() > 0.05:
+            email = f"{first_ascii}.{last_ascii}{index}@{pick(DOMAINS)}"
+            c["email"] = email.title() if r() < 0.1 else email
+        if r() > 0.1:
+            c["phone"] = pick(["+1", "+44", "+49"]) + str(self.between(2000000000, 9999999999))
+        company = pick(COMPANIES) if r() > 0.3 else None
+        if company is not None or r() < 0.5:
+            c["companyName"] = company
+        c["source"] = pick(SOURCES)
+        c["type"] = "customer" if r() < 0.3 else "lead"
+        if r() > 0.2:
+            c["assignedTo"] = pick(self.users)
+        city, state, country, postal, tz = pick(PLACES)
+        if r() > 0.2:
+            c["address1"] = f"{self.between(1, 9999)} {pick(STREETS)}"
+        c.update(city=city, state=state, country=country, postalCode=postal)
+        if r() > 0.5:
+            c["website"] = f"https://www.{last_ascii}.example.com"
+        if r() > 0.2:
+            c["timezone"] = tz
+        c["dnd"] = r() < 0.1
+        c["tags"] = self.rng.sample(TAGS, pick((0, 0, 1, 1, 2, 3, 4)))
+        fields = self.rng.sample(self.custom_fields[:4], self.between(0, 4))
+        c["customFields"] = [{"id": f["id"], "value": self.custom_value(f)} for f in fields]
+        if r() < 0.3:
+            c["businessId"] = pick(self.businesses)
+        if r() < 0.3:
+            c["dateOfBirth"] = space_time(self.between(-631152000000, 946684800000))[:10]
+        c["dateAdded"], c["dateUpdated"] = iso_ms(added), iso_ms(updated)
+        return derive_contact(c)
+
+    def task(self, contact_id):
+        task = {"id": self.new_id(), "title": self.pick(TASK_TITLES)}
+        if self.r() > 0.2:
+            task["body"] = self.pick(NOTE_BODIES)
+        if self.r() > 0.3:
+            task["assignedTo"] = self.pick(self.users)
+        task["dueDate"] = iso_ms(self.between(DATA_START, DATA_END + 365 * DAY_MS) // 60000 * 60000)
+        task["completed"] = self.r() < 0.4
+        task["contactId"] = contact_id
+        return task
+
+    def note(self, contact_id, after_ms):
+        note = {"id": self.new_id(), "body": self.pick(NOTE_BODIES), "userId": self.pick(self.users),
+                "dateAdded": iso_ms(self.between(after_ms, DATA_END)), "contactId": contact_id}
+        if self.r() < 0.5:
+            note.update(title="Follow-up summary", color="#FFAA00", pinned=self.r() < 0.2)
+        return note
+
+    def appointment(self, contact_id, title):
+        """Appointments are kept with epoch-ms times; each API renders its own format."""
+        cal = self.pick(self.calendars)
+        start = self.between(DATA_START, DATA_END + 365 * DAY_MS) // 1800000 * 1800000
+        added = start - self.between(DAY_MS, 30 * DAY_MS)
+        user = self.pick(cal["teamMembers"])["userId"]
+        return {"id": self.new_id(), "calendarId": cal["id"], "locationId": self.location_id,
+                "contactId": contact_id, "groupId": cal.get("groupId"), "title": title,
+                "appointmentStatus": self.pick(APPT_STATUSES), "assignedUserId": user, "users": [user],
+                "notes": self.pick(["", "Bring the contract", "日本語メモ"]),
+                "address": self.pick(["Zoom", "https://meet.google.com/abc-defg-hij", "Main office"]),
+                "startTime": start, "endTime": start + cal["slotDuration"] * 60000,
+                "dateAdded": added, "dateUpdated": added + self.pick((0, 0, DAY_MS))}
+
+
+def derive_contact(c):
+    """Recompute the fields the API derives from names and email."""
+    for src, dst in (("firstName", "firstNameLowerCase"), ("lastName", "lastNameLowerCase"),
+                     ("email", "emailLowerCase")):
+        if c.get(src):
+            c[dst] = c[src].lower()
+        else:
+            c.pop(dst, None)
+    full = " ".join(p for p in (c.get("firstName"), c.get("lastName")) if p)
+    if full:
+        c["name"], c["fullNameLowerCase"] = full, full.lower()
+    else:
+        c.pop("name", None)
+        c.pop("fullNameLowerCase", None)
+    return c
+
+
+def contact_event_view(a):
+    """GetEventSchema of the contacts spec: space-separated times and a 'status' field."""
+    status = "booked" if a["appointmentStatus"] in ("new", "confirmed") else a["appointmentStatus"]
+    return {"id": a["id"], "calendarId": a["calendarId"], "status": status, "title": a["title"],
+            "assignedUserId": a["assignedUserId"], "notes": a["notes"],
+            "startTime": space_time(a["startTime"]), "endTime": space_time(a["endTime"]),
+            "address": a["address"], "locationId": a["locationId"], "contactId": a["contactId"],
+            "groupId": a["groupId"], "appointmentStatus": a["appointmentStatus"], "users": a["users"],
+            "dateAdded": space_time(a["dateAdded"]), "dateUpdated": space_time(a["dateUpdated"]),
+            "assignedResources": []}
+
+
+def calendar_event_view(a):
+    """CalendarEventDTO of the calendars spec: ISO 8601 times with an offset."""
+    return {"id": a["id"], "address": a["address"], "title": a["title"], "calendarId": a["calendarId"],
+            "locationId": a["locationId"], "contactId": a["contactId"], "groupId": a["groupId"],
+            "appointmentStatus": a["appointmentStatus"], "assignedUserId": a["assignedUserId"],
+            "users": a["users"], "notes": a["notes"], "isRecurring": False,
+            "startTime": offset_time(a["startTime"]), "endTime": offset_time(a["endTime"]),
+            "dateAdded": offset_time(a["dateAdded"]), "dateUpdated": offset_time(a["dateUpdated"]),
+            "assignedResources": [], "createdBy": {"source": "third_party", "userId": None}}
+
+
+def appointment_response(a):
+    """AppointmentSchemaResponse: what POST/PUT /calendars/events/appointments answer."""
+    return {"id": a["id"], "calendarId": a["calendarId"], "locationId": a["locationId"],
+            "contactId": a["contactId"], "startTime": offset_time(a["startTime"]),
+            "endTime": offset_time(a["endTime"]), "title": a["title"], "meetingLocationType": "custom",
+            "appointmentStatus": a["appointmentStatus"], "assignedUserId": a["assignedUserId"],
+            "address": a["address"], "isRecurring": False}
+
+
+# ---------------------------------------------------------------- the record store
+
+class Store:
+    """All records of the one mock location, with per-contact child indexes.
+
+    Records are replaced, never edited in place, so a response can be
+    serialised outside the lock while another thread writes.
+    """
+
+    CHILD_KINDS = ("tasks", "notes", "appointments")
+
+    def __init__(self, location_id):
+        self.location_id = location_id
+        self.versions = {"contacts": 0, "tasks": 0, "notes": 0, "appointments": 0}
+
+    def populate(self, count, seed):
+        gc.disable()    # collector passes over 100k fresh dicts would double the build time
+        try:
+            self._populate(count, seed)
+        finally:
+            gc.enable()
+            gc.freeze()
+
+    def _populate(self, count, seed):
+        gen = DataGenerator(seed, self.location_id)
+        self.users, self.businesses = gen.users, gen.businesses
+        self.custom_fields, self.calendars = gen.custom_fields, gen.calendars
+        self.contacts = {}
+        self.tables = {kind: {} for kind in self.CHILD_KINDS}
+        self.children = {kind: {} for kind in self.CHILD_KINDS}
+        added = updated = DATA_START
+        for i in range(count):
+            # Mostly distinct timestamps, with a few deliberate ties for cursor tests.
+            if i == 0 or gen.r() > 0.02:
+                added = gen.between(DATA_START, DATA_END)
+            if gen.r() > 0.02 or updated < added:
+                updated = added if gen.r() < 0.4 else gen.between(added, added + DAY_MS * 400)
+            c = gen.contact(added, updated, i)
+            self.contacts[c["id"]] = c
+            for kind, share, most, make in (
+                    ("tasks", 0.35, 3, lambda: gen.task(c["id"])),
+                    ("notes", 0.4, 2, lambda: gen.note(c["id"], added)),
+                    ("appointments", 0.2, 2,
+                     lambda: gen.appointment(c["id"], f"Call with {c.get('name', '')}"))):
+                if gen.r() < share:
+                    for _ in range(gen.between(1, most + 1)):
+                        self.put_child(kind, make())
+        self.id_rng = random.Random(f"{seed}:runtime")
+        self.seen = gen.seen
+        for kind in self.versions:
+            self.versions[kind] += 1
+
+    def new_id(self):
+        while True:
+            rid = random_id(self.id_rng)
+            if rid not in self.seen:
+                self.seen.add(rid)
+                return rid
+
+    def contact(self, contact_id):
+        c = self.contacts.get(contact_id)
+        if c is None:
+            raise not_found("Contact")
+        return c
+
+    def _save_contact(self, c, stamp=True):
+        if stamp:
+            c["dateUpdated"] = iso_ms(now_ms())
+        self.contacts[c["id"]] = derive_contact(c)
+        self.versions["contacts"] += 1
+        return c
+
+    def create_contact(self, changes):
+        stamp = iso_ms(now_ms())
+        c = {"id": self.new_id(), "locationId": self.location_id, "type": "lead", "dnd": False,
+             "tags": [], "customFields": [], "dateAdded": stamp, "dateUpdated": stamp}
+        self._apply(c, changes)
+        return self._save_contact(c, stamp=False)
+
+    def update_contact(self, contact_id, changes):
+        """Every contact write bumps dateUpdated, as on the real service."""
+        c = dict(self.contact(contact_id))
+        self._apply(c, changes)
+        return self._save_contact(c)
+
+    @staticmethod
+    def _apply(c, changes):
+        """Apply validated DTO fields; customFields merge by id and an empty value removes one."""
+        for key, value in changes.items():
+            if key == "customFields":
+                merged = {f["id"]: f["value"] for f in c.get("customFields") or []}
+                for fid, val in value:
+                    merged[fid] = val
+                c[key] = [{"id": k, "value": v} for k, v in merged.items() if v not in (None, "", [])]
+            else:
+                c[key] = value
+        if "name" in changes and not ({"firstName", "lastName"} & changes.keys()):
+            first, _, last = (changes["name"] or "").partition(" ")
+            c["firstName"], c["lastName"] = first or None, last or None
+
+    def delete_contact(self, contact_id):
+        self.contact(contact_id)
+        for kind in self.CHILD_KINDS:
+            for rid in list(self.children[kind].get(contact_id, ())):
+                self.drop_child(kind, rid)
+        del self.contacts[contact_id]
+        self.versions["contacts"] += 1
+
+    def custom_field_id(self, ref):
+        """customFields input names a field by id, by fieldKey or by the key without 'contact.'."""
+        for f in self.custom_fields:
+            if ref in (f["id"], f["fieldKey"], f["fieldKey"].split(".", 1)[1]):
+                return f["id"]
+        return None
+
+    def put_child(self, kind, record):
+        old = self.tables[kind].get(record["id"])
+        if old is not None and old["contactId"] != record["contactId"]:
+            self.children[kind][old["contactId"]].pop(old["id"], None)
+        self.tables[kind][record["id"]] = record
+        self.children[kind].setdefault(record["contactId"], {})[record["id"]] = None
+        self.versions[kind] += 1
+        return record
+
+    def drop_child(self, kind, record_id):
+        record = self.tables[kind].pop(record_id)
+        siblings = self.children[kind].get(record["contactId"], {})
+        siblings.pop(record_id, None)
+        if not siblings:
+            self.children[kind].pop(record["contactId"], None)
+        self.versions[kind] += 1
+
+    def children_of(self, kind, contact_id):
+        self.contact(contact_id)
+        return [self.tables[kind][rid] for rid in self.children[kind].get(contact_id, ())]
+
+    def child(self, kind, record_id, contact_id=None, label="Record"):
+        record = self.tables[kind].get(record_id)
+        if record is None or (contact_id is not None and record["contactId"] != contact_id):
+            raise not_found(label)
+        return record
+
+
+# ---------------------------------------------------------------- contact search
+
+SEARCH_FIELDS = {name: (lambda f: lambda c: c.get(f))(name) for name in (
+    "id", "phone", "firstNameLowerCase", "lastNameLowerCase", "fullNameLowerCase", "firstName",
+    "lastName", "companyName", "tags", "assignedTo", "businessId", "type", "source", "dnd", "city",
+    "state", "country", "postalCode", "timezone", "website")}
+SEARCH_FIELDS.update(address=lambda c: c.get("address1"),
+                     email=lambda c: c["email"].lower() if isinstance(c.get("email"), str) else None,
+                     **{f: (lambda f: lambda c: to_ms(c.get(f)))(f)
+                        for f in ("dateAdded", "dateUpdated", "dateOfBirth")})
+DATE_FIELDS = {"dateAdded", "dateUpdated", "dateOfBirth"}
+CASELESS_FIELDS = {"email", "tags"}
+SORT_FIELDS = {"dateAdded", "dateUpdated", "firstNameLowerCase", "lastNameLowerCase", "email"}
+QUERY_FIELDS = ("name", "email", "phone", "companyName")
+RANGE_CHECKS = {"gte": lambda a, b: a >= b, "lte": lambda a, b: a <= b,
+                "gt": lambda a, b: a > b, "lt": lambda a, b: a < b}
+
+
+def field_getter(field):
+    if isinstance(field, str) and field.startswith("customFields."):
+        fid = field.split(".", 1)[1]
+        return lambda c: next((f["value"] for f in c.get("customFields") or [] if f["id"] == fid), None)
+    return SEARCH_FIELDS.get(field)
+
+
+def compile_filters(filters, where="filters", combine=all):
+    """Turn the search body's filters into one predicate; bad filters answer 422."""
+    if filters is None:
+        return lambda c: True
+    if not isinstance(filters, list):
+        raise unprocessable(f"{where} must be an array")
+    preds = [compile_filter(f, f"{where}.{i}") for i, f in enumerate(filters)]
+    return lambda c: combine(p(c) for p in preds)
+
+
+def compile_filter(spec, where):
+    if not isinstance(spec, dict):
+        raise unprocessable(f"{where} must be an object")
+    if "group" in spec:
+        group = str(spec["group"]).upper()
+        if group not in ("AND", "OR"):
+            raise unprocessable(f"{where}.group must be one of the following values: AND, OR")
+        return compile_filters(spec.get("filters") or [], f"{where}.filters", all if group == "AND" else any)
+    field, op, value = spec.get("field"), spec.get("operator"), spec.get("value")
+    getter = field_getter(field)
+    if getter is None:
+        raise unprocessable(f"{where}.field {field!r} is not a supported search field")
+    values = value if isinstance(value, list) else [value]
+    if any(isinstance(v, str) and len(v) > FILTER_VALUE_MAX for v in values):
+        raise unprocessable(f"{where}.value must be shorter than or equal to {FILTER_VALUE_MAX} characters")
+    fold = (lambda v: v.lower() if isinstance(v, str) else v) if field in CASELESS_FIELDS else (lambda v: v)
+
+    def norm(v):
+        if field in DATE_FIELDS:
+            if to_ms(v) is None:
+                raise unprocessable(f"{where}.value must be epoch milliseconds or an ISO 8601 date")
+            return to_ms(v)
+        return v.lower() == "true" if field == "dnd" and isinstance(v, str) else fold(v)
+
+    def values_of(c):
+        actual = getter(c)
+        if actual is None:
+            return []
+        return [fold(a) for a in actual] if isinstance(actual, list) else [fold(actual)]
+
+    if op in ("eq", "not_eq"):
+        if value is None:
+            raise unprocessable(f"{where}.value should not be empty")
+        wanted = {norm(v) for v in values}
+        hit = lambda c: any(v in wanted for v in values_of(c))
+    elif op in ("contains", "not_contains"):
+        if not isinstance(value, str):
+            raise unprocessable(f"{where}.value must be a string")
+        hit = lambda c: any(value.lower() in str(v).lower() for v in values_of(c))
+    elif op in ("exists", "not_exists"):
+        hit = lambda c: getter(c) not in (None, "", [])
+    elif op == "range":
+        if not isinstance(value, dict) or not value or set(value) - set(RANGE_CHECKS):
+            raise unprocessable(f"{where}.value must be an object with gte, lte, gt or lt")
+        bounds = {k: norm(v) for k, v in value.items()}
+
+        def hit(c):
+            actual = getter(c)
+            try:
+                return actual is not None and all(RANGE_CHECKS[k](actual, b) for k, b in bounds.items())
+            except TypeError:
+                return False
+        return hit
+    else:
+        raise unprocessable(f"{where}.operator must be one of the following values: eq, not_eq, "
+                            "contains, not_contains, exists, not_exists, range")
+    return hit if op in ("eq", "contains", "exists") else (lambda c: not hit(c))
+
+
+def query_matcher(query):
+    if not query:
+        return lambda c: True
+    needle = query.lower()
+    return lambda c: any(isinstance(c.get(f), str) and needle in c[f].lower() for f in QUERY_FIELDS)
+
+
+class ViewCache:
+    """A small LRU of computed orderings, keyed by data version and query shape."""
+
+    def __init__(self, size=8):
+        self.size, self.entries = size, OrderedDict()
+
+    def get(self, key, build):
+        if key not in self.entries:
+            self.entries[key] = build()
+            if len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+        self.entries.move_to_end(key)
+        return self.entries[key]
+
+
+class ContactSearch:
+    """Sorted, filtered views of the contacts for search and list paging.
+
+    A view is an ascending list of (missing, value, id) keys.  It is cached
+    per (filters, query, sort) until the contacts change, so a searchAfter
+    scan costs one sort plus one bisect per page.
+    """
+
+    def __init__(self, store):
+        self.store, self.cache = store, ViewCache()
+
+    def view(self, predicate, shape, sort_field, descending=False):
+        key = (self.store.versions["contacts"], shape, sort_field, descending)
+        return self.cache.get(key, lambda: self._build(predicate, sort_field, descending))
+
+    @staticmethod
+    def missing_key(sort_field, descending, contact_id):
+        """Rows without the sort value come last in either direction, as in Elasticsearch."""
+        return (-1 if descending else 1, 0 if sort_field in DATE_FIELDS else "", contact_id)
+
+    def _build(self, predicate, sort_field, descending):
+        getter, keys = SEARCH_FIELDS[sort_field], []
+        for c in self.store.contacts.values():
+            if predicate(c):
+                v = getter(c)
+                keys.append((0, v, c["id"]) if v is not None
+                            else self.missing_key(sort_field, descending, c["id"]))
+        keys.sort()
+        return keys
+
+    @classmethod
+    def cursor_key(cls, cursor, sort_field, descending):
+        """searchAfter is [sortValue, id] exactly as a result row carried it."""
+        if not isinstance(cursor, list) or len(cursor) != 2 or not isinstance(cursor[1], str):
+            raise ApiError(400, "searchAfter must be the [sortValue, id] array of the last result")
+        value, cid = cursor
+        if value is None:
+            return cls.missing_key(sort_field, descending, cid)
+        value = to_ms(value) if sort_field in DATE_FIELDS else str(value)
+        if value is None:
+            raise ApiError(400, "searchAfter sort value does not match the sort field")
+        return (0, value, cid)
+
+    @staticmethod
+    def page(keys, descending, limit, after=None, offset=0):
+        if not descending:
+            start = bisect.bisect_right(keys, after) if after is not None else offset
+            return keys[start:start + limit]
+        end = bisect.bisect_left(keys, after) if after is not None else len(keys) - offset
+        return keys[max(0, end - limit):max(0, end)][::-1]
+
+
+def search_view(contact, key):
+    """Search rows differ from GET: 'address' for address1, epoch-ms dateOfBirth, a cursor."""
+    row = dict(contact)
+    if "address1" in row:
+        row["address"] = row.pop("address1")
+    if row.get("dateOfBirth"):
+        row["dateOfBirth"] = to_ms(row["dateOfBirth"])
+    row["searchAfter"] = [key[1] if key[0] == 0 else None, key[2]]
+    return row
+
+
+# ---------------------------------------------------------------- auth, limits, faults, records
+
+class TokenAuthority:
+    """The static Private Integration Token plus OAuth-issued tokens.
+
+    Refresh tokens rotate and are single use, like the real service: a
+    spent one is refused, so a lost rotation breaks the credentials.
+    """
+
+    def __init__(self, args, config):
+        self.args, self.config = args, config
+        self.reset()
+
+    def reset(self):
+        self.access, self.used_codes, self.serial = {}, set(), 0
+        self.refresh = {self.args.refresh_token: {"userType": "Location"}}
+
+    def authenticate(self, header):
+        scheme, _, token = (header or "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise ApiError(401, "Invalid JWT")
+        if token == self.args.token:
+            return {"userType": "Location", "locationId": self.args.location_id, "scopes": None,
+                    "companyId": self.args.company_id, "userId": "mock-user", "expires": None}
+        grant = self.access.get(token)
+        if grant is None or grant["expires"] <= time.time():
+            raise ApiError(401, "Invalid JWT")
+        return grant
+
+    def _issue(self, user_type, location_id, with_refresh):
+        self.serial += 1
+        token, lifetime = f"at-{self.serial}-{uuid.uuid4().hex}", self.config["token_lifetime"]
+        self.access[token] = {"userType": user_type, "locationId": location_id, "userId": "mock-user",
+                              "companyId": self.args.company_id, "scopes": set(self.config["scopes"]),
+                              "expires": time.time() + lifetime}
+        answer = {"access_token": token, "token_type": "Bearer", "expires_in": lifetime}
+        if with_refresh:
+            answer["refresh_token"] = f"rt-{self.serial}-{uuid.uuid4().hex}"
+            self.refresh[answer["refresh_token"]] = {"userType": user_type}
+        answer.update(scope=" ".join(self.config["scopes"]), userType=user_type,
+                      companyId=self.args.company_id, userId="mock-user")
+        if location_id:
+            answer["locationId"] = location_id
+        else:
+            answer["approvedLocations"] = [self.args.location_id]
+        return answer
+
+    def grant(self, form):
+        """POST /oauth/token: authorization_code, refresh_token and client_credentials grants."""
+        missing = [f"{k} should not be empty" for k in ("client_id", "client_secret", "grant_type")
+                   if not form.get(k)]
+        if missing:
+            raise unprocessable(*missing)
+        grant_type, user_type = form["grant_type"], form.get("user_type")
+        if grant_type not in ("authorization_code", "refresh_token", "client_credentials"):
+            raise unprocessable("grant_type must be one of the following values: "
+                                "authorization_code, refresh_token, client_credentials")
+        if user_type not in (None, "", "Location", "Company"):
+            raise unprocessable("user_type must be one of the following values: Company, Location")
+        if (form["client_id"], form["client_secret"]) != (self.args.client_id, self.args.client_secret):
+            text = "Invalid client: client credentials are invalid"
+            raise ApiError(401, text, error="invalid_client", extra={"error_description": text})
+        if grant_type == "refresh_token":
+            record = self.refresh.get(form.get("refresh_token") or "")
+            if record is None or record.get("spent"):
+                raise invalid_grant("Invalid grant: refresh token is invalid")
+            record["spent"] = True
+            user_type = user_type or record["userType"]
+        elif grant_type == "authorization_code":
+            if not form.get("code") or form["code"] in self.used_codes:
+                raise invalid_grant("Invalid grant: authorization code is invalid")
+            self.used_codes.add(form["code"])
+        location = None if user_type == "Company" else self.args.location_id
+        return self._issue(user_type or "Location", location, grant_type != "client_credentials")
+
+    def location_token(self, grant, form):
+        """POST /oauth/locationToken: a Company token buys a Location token."""
+        if grant["userType"] != "Company":
+            raise ApiError(401, "The token is not authorized for this scope.")
+        missing = [f"{k} should not be empty" for k in ("companyId", "locationId") if not form.get(k)]
+        if missing:
+            raise unprocessable(*missing)
+        if form["companyId"] != grant["companyId"]:
+            raise ApiError(403, "The token does not have access to this company.")
+        if form["locationId"] != self.args.location_id:
+            raise ApiError(403, "The token does not have access to this location.")
+        answer = self._issue("Location", self.args.location_id, with_refresh=False)
+        keep = ("access_token", "token_type", "expires_in", "scope", "locationId", "userId")
+        return {**{k: answer[k] for k in keep}, "planId": "mock-plan", "appId": "mock-app",
+                "versionId": "mock-version"}
+
+    def expire_all(self):
+        for grant in self.access.values():
+            grant["expires"] = 0
+
+
+def invalid_grant(description):
+    """The token endpoint speaks OAuth on a bad grant; statusCode/message keep API parsers happy."""
+    return ApiError(400, description, error="invalid_grant", extra={"error_description": description})
+
+
+class RateLimiter:
+    """Per-location fixed burst window plus a daily budget, as X-RateLimit-* headers report."""
+
+    def __init__(self, config):
+        self.config = config
+        self.reset()
+
+    def reset(self):
+        self.windows, self.daily = {}, {}
+
+    def _state(self, key):
+        now = time.monotonic()
+        window = self.windows.get(key)
+        if window is None or now - window[0] >= self.config["rate_interval_ms"] / 1000:
+            window = self.windows[key] = [now, 0]
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        if self.daily.get(key, [None])[0] != today:
+            self.daily[key] = [today, 0]
+        return window, self.daily[key]
+
+    def consume(self, key):
+        """Count one request; None when allowed, else the Retry-After seconds."""
+        window, day = self._state(key)
+        if day[1] >= self.config["daily_limit"]:
+            return max(1, int(86400 - time.time() % 86400))
+        if window[1] >= self.config["rate_limit"]:
+            left = window[0] + self.config["rate_interval_ms"] / 1000 - time.monotonic()
+            return max(1, int(left + 0.999))
+        window[1] += 1
+        day[1] += 1
+        return None
+
+    def headers(self, key):
+        (_, used), (_, used_today), cfg = *self._state(key), self.config
+        return {"X-RateLimit-Max": str(cfg["rate_limit"]),
+                "X-RateLimit-Remaining": str(max(0, cfg["rate_limit"] - used)),
+                "X-RateLimit-Interval-Milliseconds": str(cfg["rate_interval_ms"]),
+                "X-RateLimit-Limit-Daily": str(cfg["daily_limit"]),
+                "X-RateLimit-Daily-Remaining": str(max(0, cfg["daily_limit"] - used_today))}
+
+    def set_daily_remaining(self, key, remaining):
+        self._state(key)[1][1] = max(0, self.config["daily_limit"] - remaining)
+
+
+FAULT_KINDS = {"status", "delay", "slow_body", "reset", "truncate", "html", "wrong_content_type",
+               "bad_json", "wrong_types", "big"}
+WRONG_TYPES = {"dnd": "maybe", "tags": "x", "dateAdded": 12, "dateUpdated": False, "customFields": "oops",
+               "completed": "yes", "dueDate": 7, "firstName": 42, "phone": 5551234, "startTime": True,
+               "total": "many", "searchAfter": "zzz"}
+
+
+class FaultInjector:
+    """Scripted misbehaviour for requests whose method and path match."""
+
+    def __init__(self):
+        self.faults, self.next_id = [], 1
+
+    def add(self, spec):
+        if not isinstance(spec, dict) or spec.get("kind", "status") not in FAULT_KINDS:
+            raise ValueError(f"a fault is a JSON object whose kind is one of {sorted(FAULT_KINDS)}")
+        fault = {"id": self.next_id, "kind": spec.get("kind", "status"), "method": spec.get("method"),
+                 "path": spec.get("path", ".*"), "times": int(spec.get("times", 1)),
+                 "skip": int(spec.get("skip", 0)), "status": spec.get("status"),
+                 "body": spec.get("body"), "delay_ms": int(spec.get("delay_ms", 1000)),
+                 "size_bytes": int(spec.get("size_bytes", 1 << 20)),
+                 "retry_after": spec.get("retry_after"), "after_bytes": spec.get("after_bytes")}
+        try:
+            fault["regex"] = re.compile(fault["path"])
+        except re.error as e:
+            raise ValueError(f"bad path regex: {e}")
+        self.next_id += 1
+        self.faults.append(fault)
+        return fault["id"]
+
+    def take(self, method, path):
+        """The fault that hits this request, if any; skips and hit counts are consumed."""
+        for fault in self.faults:
+            if (fault["method"] and fault["method"].upper() != method) or not fault["regex"].search(path):
+                continue
+            if fault["skip"] > 0:
+                fault["skip"] -= 1
+                continue
+            fault["times"] -= 1 if fault["times"] > 0 else 0
+            self.faults = [f for f in self.faults if f["times"] != 0]
+            return dict(fault)
+        return None
+
+    def listing(self):
+        return [{k: v for k, v in f.items() if k != "regex"} for f in self.faults]
+
+
+def mask_secrets(fields):
+    return {k: ("***" if k in SECRET_FIELDS and v else v) for k, v in fields.items()}
+
+
+class Recorder:
+    """The request log (secrets masked) and counters that tests assert on."""
+
+    def __init__(self):
+        self.clear_log()
+        self.clear_stats()
+
+    def clear_log(self):
+        self.entries, self.seq = deque(maxlen=500_000), 0
+
+    def clear_stats(self):
+        self.stats = {"requests": 0, "token_requests": 0, "refreshes": 0, "rate_limited": 0, "by_path": {}}
+
+    def record(self, req, status, fault, template):
+        self.seq += 1
+        body = req.logged_body()
+        if isinstance(body, dict):
+            body = mask_secrets(body)
+        self.entries.append({
+            "seq": self.seq, "method": req.method, "path": req.path, "body": body, "status": status,
+            "query": mask_secrets({k: v[0] if len(v) == 1 else v for k, v in req.query.items()}),
+            "version": req.headers.get("Version"), "fault": fault,
+            "auth": "bearer" if (req.headers.get("Authorization") or "").lower().startswith("bearer ")
+            else "none"})
+        stats = self.stats
+        stats["requests"] += 1
+        stats["rate_limited"] += status == 429
+        key = f"{req.method} {template}"
+        stats["by_path"][key] = stats["by_path"].get(key, 0) + 1
+
+
+# ---------------------------------------------------------------- requests and routing
+
+class Request:
+    """One HTTP request as the app sees it."""
+
+    def __init__(self, method, path, query, headers, raw, host):
+        self.method, self.path, self.query = method, path, query
+        self.headers, self.raw, self.host = headers, raw, host
+
+    def q(self, name):
+        values = self.query.get(name)
+        return values[0] if values else None
+
+    def _content_type(self):
+        return (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+
+    def _parse_json(self):
+        try:
+            return json.loads(self.raw)
+        except ValueError as e:
+            raise ApiError(400, f"Unexpected token in JSON at position {getattr(e, 'pos', 0)}")
+
+    def form(self):
+        if self._content_type() == "application/json" and self.raw:
+            body = self._parse_json()
+            return body if isinstance(body, dict) else {}
+        parsed = parse_qs(self.raw.decode("utf-8", "replace"), keep_blank_values=True)
+        return {k: v[0] if len(v) == 1 else v for k, v in parsed.items()}
+
+    def json(self):
+        """Like the API's body parser: only a JSON Content-Type yields a body."""
+        return self._parse_json() if self.raw and self._content_type() == "application/json" else {}
+
+    def logged_body(self):
+        if not self.raw:
+            return None
+        if self._content_type() == "application/x-www-form-urlencoded":
+            return self.form()
+        try:
+            return json.loads(self.raw)
+        except ValueError:
+            return self.raw.decode("utf-8", "replace")
+
+
+class Route:
+    def __init__(self, method, template, handler, scope, version, limited=True):
+        self.method, self.template, self.handler = method, template, handler
+        self.scope, self.version, self.limited = scope, version, limited
+        self.regex = re.compile("^%s/?$" % re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template.rstrip("/")))
+
+
+class Context:
+    """What an endpoint handler needs: the store, the request and the caller's grant."""
+
+    def __init__(self, app, req, grant, params):
+        self.app, self.store, self.req, self.grant, self.params = app, app.store, req, grant, params
+        self.body = None
+
+    def json(self):
+        if self.body is None:
+            self.body = self.req.json()
+        return self.body
+
+    def location(self, value):
+        if value in (None, ""):
+            raise unprocessable("locationId should not be empty")
+        if value != self.store.location_id:
+            raise ApiError(403, "The token does not have access to this location.")
+        return value
+
+
+# ---------------------------------------------------------------- endpoint handlers
+
+CONTACT_TYPES = {k: "string" for k in (
+    "firstName", "lastName", "name", "email", "locationId", "gender", "phone", "address1", "city",
+    "state", "postalCode", "website", "timezone", "source", "country", "companyName", "assignedTo")}
+CONTACT_TYPES.update(dnd="boolean", tags="array", customFields="array", dndSettings="object",
+                     inboundDndSettings="object", createNewIfDuplicateAllowed="boolean")
+UPDATE_KEYS = {"firstName", "lastName", "name", "email", "phone", "address1", "city", "state",
+               "postalCode", "website", "timezone", "dnd", "dndSettings", "inboundDndSettings",
+               "tags", "customFields", "source", "dateOfBirth", "country", "assignedTo"}
+CREATE_KEYS = UPDATE_KEYS | {"locationId", "gender", "companyName"}
+UPSERT_KEYS = CREATE_KEYS | {"createNewIfDuplicateAllowed"}
+SEARCH_KEYS = {"locationId", "page", "pageLimit", "searchAfter", "filters", "sort", "query"}
+APPT_EDIT_KEYS = {"title", "meetingLocationType", "meetingLocationId", "overrideLocationConfig",
+                  "appointmentStatus", "assignedUserId", "description", "address", "ignoreDateRange",
+                  "toNotify", "ignoreFreeSlotValidation", "rrule", "calendarId", "startTime", "endTime"}
+APPT_STATUS_ENUM = ("new", "confirmed", "cancelled", "showed", "noshow", "invalid")
+# Per-contact child resources: path parameter, response key, CreateXxx required fields, body types.
+CHILDREN = {
+    "tasks": {"param": "taskId", "one": "task", "label": "Task",
+              "required": ("title", "dueDate", "completed"),
+              "types": {"title": "string", "body": "string", "dueDate": "string", "completed": "boolean",
+                        "assignedTo": "string"}},
+    "notes": {"param": "id", "one": "note", "label": "Note", "required": ("body",),
+              "types": {"userId": "string", "body": "string", "title": "string", "color": "string",
+                        "pinned": "boolean"}},
+}
+
+
+class Endpoints:
+    """The API endpoints, each answering (status, payload) per the OpenAPI specs."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def routes(self):
+        c, k, r, w, ev = (CONTACTS_VERSION, CALENDARS_VERSION, "contacts.readonly", "contacts.write",
+                          "calendars/events.write")
+        routes = [
+            Route("POST", "/contacts/search", self.search_contacts, r, c),
+            Route("POST", "/contacts/upsert", self.upsert_contact, w, c),
+            Route("GET", "/contacts/business/{businessId}", self.business_contacts, r, c),
+            Route("GET", "/contacts/", self.list_contacts, r, c),
+            Route("POST", "/contacts/", self.create_contact, w, c),
+            Route("PUT", "/contacts/{contactId}/tasks/{taskId}/completed", self.complete_task, w, c),
+            Route("GET", "/contacts/{contactId}/appointments", self.contact_appointments, r, c),
+            Route("POST", "/contacts/{contactId}/tags", self.add_tags, w, c),
+            Route("DELETE", "/contacts/{contactId}/tags", self.remove_tags, w, c),
+            Route("POST", "/locations/{locationId}/tasks/search", self.search_tasks,
+                  "locations/tasks.readonly", c),
+            Route("GET", "/locations/{locationId}/customFields", self.custom_fields,
+                  "locations/customFields.readonly", c),
+            Route("GET", "/calendars/", self.list_calendars, "calendars.readonly", k),
+            Route("GET", "/calendars/events", self.calendar_events, "calendars/events.readonly", k),
+            Route("POST", "/calendars/events/appointments", self.create_appointment, ev, k),
+            Route("GET", "/calendars/events/appointments/{eventId}", self.get_appointment,
+                  "calendars/events.readonly", k),
+            Route("PUT", "/calendars/events/appointments/{eventId}", self.update_appointment, ev, k),
+            Route("DELETE", "/calendars/events/{eventId}", self.delete_appointment, ev, k),
+            Route("POST", "/oauth/locationToken", self.location_token, None, c, limited=False)]
+        for kind, spec in CHILDREN.items():
+            many = f"/contacts/{{contactId}}/{kind}"
+            one = f"{many}/{{{spec['param']}}}"
+            routes += [Route("GET", many, partial(self.list_children, kind), r, c),
+                       Route("POST", many, partial(self.create_child, kind), w, c),
+                       Route("GET", one, partial(self.get_child, kind), r, c),
+                       Route("PUT", one, partial(self.update_child, kind), w, c),
+                       Route("DELETE", one, partial(self.delete_child, kind), w, c)]
+        return routes + [Route("GET", "/contacts/{contactId}", self.get_contact, r, c),
+                         Route("PUT", "/contacts/{contactId}", self.update_contact, w, c),
+                         Route("DELETE", "/contacts/{contactId}", self.delete_contact, w, c)]
+
+    # contacts
+
+    def get_contact(self, ctx):
+        return 200, {"contact": ctx.store.contact(ctx.params["contactId"])}
+
+    def list_contacts(self, ctx):
+        """The deprecated list: dateAdded asc; the next page needs BOTH startAfter and startAfterId."""
+        req = ctx.req
+        location = ctx.location(req.q("locationId"))
+        limit = int_param(req.q("limit"), "limit", 20, 1, LIST_MAX_LIMIT)
+        query = req.q("query")
+        keys = self.app.search.view(query_matcher(query), ("list", query), "dateAdded")
+        start, after, after_id = 0, req.q("startAfter"), req.q("startAfterId")
+        if after and after_id:
+            if not re.fullmatch(r"\d+", after):
+                raise unprocessable("startAfter must be a number conforming to the specified constraints")
+            start = bisect.bisect_right(keys, (0, int(after), after_id))
+        chunk = keys[start:start + limit]
+        more, last, page = start + len(chunk) < len(keys), chunk[-1] if chunk else None, start // limit + 1
+        next_url = None
+        if more:
+            next_url = f"http://{req.host}/contacts/?" + urlencode(
+                {"locationId": location, "startAfter": last[1], "startAfterId": last[2]})
+        meta = {"total": len(keys), "nextPageUrl": next_url, "startAfterId": last[2] if last else None,
+                "startAfter": last[1] if last else None, "currentPage": page,
+                "nextPage": page + 1 if more else None, "prevPage": page - 1 if page > 1 else None}
+        contacts = [ctx.store.contacts[key[2]] for key in chunk]
+        return 200, {"contacts": contacts, "count": len(keys), "meta": meta}
+
+    def search_contacts(self, ctx):
+        """POST /contacts/search: filters, free text, one sort key, page or searchAfter paging."""
+        body = check_body(ctx.json(), SEARCH_KEYS)
+        errors, limit, page, query = [], body.get("pageLimit"), body.get("page", 1), body.get("query")
+        if body.get("locationId") in (None, ""):
+            errors.append("locationId should not be empty")
+        if limit is None:
+            errors.append("pageLimit should not be empty")
+        elif not isinstance(limit, int) or isinstance(limit, bool):
+            errors.append("pageLimit must be an integer number")
+        elif not 1 <= limit <= SEARCH_MAX_PAGE:
+            errors.append(f"pageLimit must not be {'less than 1' if limit < 1 else 'greater than 500'}")
+        if not isinstance(page, int) or isinstance(page, bool) or page < 1:
+            errors.append("page must not be less than 1")
+        if query is not None and (not isinstance(query, str) or len(query) > FILTER_VALUE_MAX):
+            errors.append(f"query must be a string shorter than or equal to {FILTER_VALUE_MAX} characters")
+        if errors:
+            raise unprocessable(*errors)
+        ctx.location(body["locationId"])
+        sort_field, descending = self._search_sort(body.get("sort"))
+        predicate, match_query = compile_filters(body.get("filters")), query_matcher(query)
+        shape = json.dumps([body.get("filters"), query], sort_keys=True)
+        keys = self.app.search.view(lambda c: predicate(c) and match_query(c), shape, sort_field, descending)
+        if body.get("searchAfter") is not None:
+            after = ContactSearch.cursor_key(body["searchAfter"], sort_field, descending)
+            chunk = ContactSearch.page(keys, descending, limit, after=after)
+        elif page * limit > SEARCH_WINDOW:
+            raise ApiError(400, f"page * pageLimit must not exceed {SEARCH_WINDOW}; "
+                                "use searchAfter to page deeper")
+        else:
+            chunk = ContactSearch.page(keys, descending, limit, offset=(page - 1) * limit)
+        return 200, {"contacts": [search_view(ctx.store.contacts[key[2]], key) for key in chunk],
+                     "total": len(keys)}
+
+    @staticmethod
+    def _search_sort(sort):
+        """Only the first sort entry counts; the default is dateAdded ascending."""
+        if sort in (None, []):
+            return "dateAdded", False
+        if not isinstance(sort, list) or not isinstance(sort[0], dict):
+            raise unprocessable("sort must be an array of {field, direction}")
+        field, direction = sort[0].get("field"), str(sort[0].get("direction", "asc")).lower()
+        if field not in SORT_FIELDS:
+            raise unprocessable("sort.0.field must be one of the following values: "
+                                + ", ".join(sorted(SORT_FIELDS)))
+        if direction not in ("asc", "desc"):
+            raise unprocessable("sort.0.direction must be one of the following values: asc, desc")
+        return field, direction == "desc"
+
+    def business_contacts(self, ctx):
+        req = ctx.req
+        ctx.location(req.q("locationId"))
+        limit, skip = int_param(req.q("limit"), "limit", 25, 1), int_param(req.q("skip"), "skip", 0, 0)
+        business, query = ctx.params["businessId"], req.q("query")
+        match_query = query_matcher(query)
+        keys = self.app.search.view(lambda c: c.get("businessId") == business and match_query(c),
+                                    ("business", business, query), "dateAdded")
+        return 200, {"contacts": [ctx.store.contacts[key[2]] for key in keys[skip:skip + limit]],
+                     "count": len(keys)}
+
+    def _contact_changes(self, body):
+        """Validated DTO fields as store changes: E.164 phones, YYYY-MM-DD birth dates, (id, value)s."""
+        changes = {k: v for k, v in body.items() if k not in ("locationId", "createNewIfDuplicateAllowed")}
+        if changes.get("phone"):
+            changes["phone"] = normalize_phone(changes["phone"])
+        if "dateOfBirth" in changes:
+            changes["dateOfBirth"] = parse_birth_date(changes["dateOfBirth"])
+        if changes.get("tags") is not None:
+            changes["tags"] = self._clean_tags(changes["tags"])
+        if "customFields" in changes:
+            fields = []
+            for i, item in enumerate(changes["customFields"] or []):
+                if not isinstance(item, dict) or set(item) - {"id", "key", "field_value"}:
+                    raise unprocessable(f"customFields.{i} must be an object of id or key, and field_value")
+                fid = self.app.store.custom_field_id(item.get("id") or item.get("key"))
+                if fid is None:
+                    raise unprocessable(f"customFields.{i} does not name a custom field of this location")
+                fields.append((fid, item.get("field_value")))
+            changes["customFields"] = fields
+        return changes
+
+    @staticmethod
+    def _clean_tags(tags):
+        if not all(isinstance(t, str) for t in tags):
+            raise unprocessable("each value in tags must be a string")
+        return list(dict.fromkeys(t.strip() for t in tags if t.strip()))
+
+    def create_contact(self, ctx):
+        body = check_body(ctx.json(), CREATE_KEYS, ("locationId",), CONTACT_TYPES)
+        ctx.location(body["locationId"])
+        return 201, {"contact": dict(ctx.store.create_contact(self._contact_changes(body)), deleted=False)}
+
+    def update_contact(self, ctx):
+        body = check_body(ctx.json(), UPDATE_KEYS, (), CONTACT_TYPES)
+        contact = ctx.store.update_contact(ctx.params["contactId"], self._contact_changes(body))
+        return 200, {"succeded": True, "contact": contact}
+
+    def delete_contact(self, ctx):
+        ctx.store.delete_contact(ctx.params["contactId"])
+        return 200, {"succeded": True}
+
+    def upsert_contact(self, ctx):
+        """Match on email (case-insensitive), then phone; update the match or create."""
+        body = check_body(ctx.json(), UPSERT_KEYS, ("locationId",), CONTACT_TYPES)
+        ctx.location(body["locationId"])
+        changes, match = self._contact_changes(body), None
+        email, phone = (changes.get("email") or "").lower(), changes.get("phone")
+        if not body.get("createNewIfDuplicateAllowed"):
+            match = next((c for c in ctx.store.contacts.values()
+                          if (email and c.get("emailLowerCase") == email)
+                          or (phone and c.get("phone") == phone)), None)
+        contact = (ctx.store.create_contact(changes) if match is None
+                   else ctx.store.update_contact(match["id"], changes))
+        return 200, {"new": match is None, "contact": contact, "traceId": str(uuid.uuid4())}
+
+    def _tags_change(self, ctx, combine, status):
+        body = check_body(ctx.json(), {"tags"}, ("tags",), {"tags": "array"})
+        contact = ctx.store.contact(ctx.params["contactId"])
+        tags = combine(contact.get("tags") or [], self._clean_tags(body["tags"]))
+        ctx.store.update_contact(contact["id"], {"tags": tags})
+        return status, {"tags": tags}
+
+    def add_tags(self, ctx):
+        return self._tags_change(ctx, lambda old, new: list(dict.fromkeys(old + new)), 201)
+
+    def remove_tags(self, ctx):
+        return self._tags_change(ctx, lambda old, gone: [t for t in old if t not in gone], 200)
+
+    # tasks and notes share one shape: a list per contact, CRUD by id
+
+    def list_children(self, kind, ctx):
+        return 200, {kind: ctx.store.children_of(kind, ctx.params["contactId"])}
+
+    def _child(self, kind, ctx):
+        ctx.store.contact(ctx.params["contactId"])
+        spec = CHILDREN[kind]
+        return ctx.store.child(kind, ctx.params[spec["param"]], ctx.params["contactId"], spec["label"])
+
+    @staticmethod
+    def _child_fields(kind, ctx, required):
+        spec = CHILDREN[kind]
+        fields = dict(check_body(ctx.json(), set(spec["types"]), required, spec["types"]))
+        if "dueDate" in fields:
+            due = to_ms(fields["dueDate"])
+            if due is None:
+                raise unprocessable("dueDate must be a valid ISO 8601 date string")
+            fields["dueDate"] = iso_ms(due)
+        return fields
+
+    def create_child(self, kind, ctx):
+        fields = self._child_fields(kind, ctx, CHILDREN[kind]["required"])
+        contact = ctx.store.contact(ctx.params["contactId"])
+        record = {"id": ctx.store.new_id(), **fields}
+        if kind == "notes":
+            record.setdefault("userId", ctx.store.users[0])
+            record["dateAdded"] = iso_ms(now_ms())
+        record["contactId"] = contact["id"]
+        return 201, {CHILDREN[kind]["one"]: ctx.store.put_child(kind, record)}
+
+    def get_child(self, kind, ctx):
+        return 200, {CHILDREN[kind]["one"]: self._child(kind, ctx)}
+
+    def update_child(self, kind, ctx):
+        record = dict(self._child(kind, ctx), **self._child_fields(kind, ctx, ()))
+        return 200, {CHILDREN[kind]["one"]: ctx.store.put_child(kind, record)}
+
+    def delete_child(self, kind, ctx):
+        ctx.store.drop_child(kind, self._child(kind, ctx)["id"])
+        return 200, {"succeded": True}
+
+    def complete_task(self, ctx):
+        body = check_body(ctx.json(), {"completed"}, ("completed",), {"completed": "boolean"})
+        task = dict(self._child("tasks", ctx), completed=body["completed"])
+        return 200, {"task": ctx.store.put_child("tasks", task)}
+
+    def search_tasks(self, ctx):
+        """POST /locations/{id}/tasks/search: filters, then limit/skip over (dueDate, id) order."""
+        ctx.location(ctx.params["locationId"])
+        types = {"contactId": "array", "completed": "boolean", "assignedTo": "array", "query": "string",
+                 "limit": "number", "skip": "number", "businessId": "string"}
+        body = check_body(ctx.json(), set(types), (), types)
+        limit, skip = int_param(body.get("limit"), "limit", 20, 1), int_param(body.get("skip"), "skip", 0, 0)
+        shape = json.dumps({k: v for k, v in body.items() if k not in ("limit", "skip")}, sort_keys=True)
+        versions = (ctx.store.versions["tasks"], ctx.store.versions["contacts"])
+        tasks = self.app.task_views.get((versions, shape), lambda: self._filter_tasks(ctx.store, body))
+        return 200, {"tasks": tasks[skip:skip + limit]}
+
+    @staticmethod
+    def _filter_tasks(store, body):
+        contacts, users = set(body.get("contactId") or ()), set(body.get("assignedTo") or ())
+        needle, business = (body.get("query") or "").lower(), body.get("businessId")
+        done = body.get("completed")
+        out = [t for t in store.tables["tasks"].values()
+               if (not contacts or t["contactId"] in contacts) and (done is None or t["completed"] == done)
+               and (not users or t.get("assignedTo") in users)
+               and (not needle or needle in f"{t.get('title', '')} {t.get('body', '')}".lower())
+               and (not business or store.contacts.get(t["contactId"], {}).get("businessId") == business)]
+        return sorted(out, key=lambda t: (t["dueDate"], t["id"]))
+
+    # appointments, calendars, custom fields
+
+    def contact_appointments(self, ctx):
+        events = ctx.store.children_of("appointments", ctx.params["contactId"])
+        return 200, {"events": [contact_event_view(a) for a in events]}
+
+    def list_calendars(self, ctx):
+        ctx.location(ctx.req.q("locationId"))
+        group = ctx.req.q("groupId")
+        return 200, {"calendars": [c for c in ctx.store.calendars if not group or c.get("groupId") == group]}
+
+    def calendar_events(self, ctx):
+        req = ctx.req
+        ctx.location(req.q("locationId"))
+        errors = [f"{k} should not be empty" for k in ("startTime", "endTime") if not req.q(k)]
+        if errors:
+            raise unprocessable(*errors)
+        start, end = to_ms(req.q("startTime")), to_ms(req.q("endTime"))
+        if start is None or end is None:
+            raise unprocessable("startTime and endTime must be epoch milliseconds")
+        calendar, user, group = req.q("calendarId"), req.q("userId"), req.q("groupId")
+        if not (calendar or user or group):
+            raise unprocessable("Either calendarId, userId or groupId must be provided")
+        events = [a for a in ctx.store.tables["appointments"].values()
+                  if start <= a["startTime"] <= end and (not calendar or a["calendarId"] == calendar)
+                  and (not user or a["assignedUserId"] == user or user in a["users"])
+                  and (not group or a["groupId"] == group)]
+        events.sort(key=lambda a: (a["startTime"], a["id"]))
+        return 200, {"events": [calendar_event_view(a) for a in events]}
+
+    def _appointment_fields(self, body, current):
+        """AppointmentCreate/EditSchema fields onto the stored appointment (times as epoch ms)."""
+        fields = {k: body[k] for k in ("title", "appointmentStatus", "assignedUserId", "address",
+                                       "calendarId") if k in body}
+        if "description" in body:
+            fields["notes"] = body["description"]
+        if fields.get("appointmentStatus") not in (None, *APPT_STATUS_ENUM):
+            raise unprocessable("appointmentStatus must be one of the following values: "
+                                + ", ".join(APPT_STATUS_ENUM))
+        calendar_id = fields.get("calendarId", current.get("calendarId"))
+        calendar = next((c for c in self.app.store.calendars if c["id"] == calendar_id), None)
+        if calendar is None:
+            raise ApiError(400, "Calendar not found")
+        fields["groupId"] = calendar.get("groupId")
+        for key in ("startTime", "endTime"):
+            if key in body:
+                fields[key] = to_ms(body[key]) if isinstance(body[key], str) else None
+                if fields[key] is None:
+                    raise unprocessable(f"{key} must be a valid ISO 8601 date string")
+        if "startTime" in fields and "endTime" not in fields:
+            fields["endTime"] = fields["startTime"] + calendar["slotDuration"] * 60000
+        if fields.get("assignedUserId") is None and current.get("assignedUserId") is None:
+            fields["assignedUserId"] = calendar["teamMembers"][0]["userId"]
+        if "assignedUserId" in fields:
+            fields["users"] = [fields["assignedUserId"]]
+        return fields
+
+    def create_appointment(self, ctx):
+        body = check_body(ctx.json(), APPT_EDIT_KEYS | {"locationId", "contactId"},
+                          ("calendarId", "locationId", "contactId", "startTime"),
+                          {k: "string" for k in ("calendarId", "locationId", "contactId", "title")})
+        ctx.location(body["locationId"])
+        if body["contactId"] not in ctx.store.contacts:
+            raise ApiError(400, "Contact not found")
+        appt = {"id": ctx.store.new_id(), "locationId": ctx.store.location_id, "contactId": body["contactId"],
+                "title": "Appointment", "appointmentStatus": "new", "notes": "", "address": "", "users": [],
+                "assignedUserId": None, "dateAdded": now_ms(), "dateUpdated": now_ms()}
+        appt.update(self._appointment_fields(body, {}))
+        return 200, appointment_response(ctx.store.put_child("appointments", appt))
+
+    def _appointment(self, ctx):
+        return ctx.store.child("appointments", ctx.params["eventId"], label="Appointment")
+
+    def get_appointment(self, ctx):
+        return 200, {"event": calendar_event_view(self._appointment(ctx))}
+
+    def update_appointment(self, ctx):
+        body = check_body(ctx.json(), APPT_EDIT_KEYS, (), {"calendarId": "string", "title": "string"})
+        current = self._appointment(ctx)
+        appt = dict(current, **self._appointment_fields(body, current), dateUpdated=now_ms())
+        return 200, appointment_response(ctx.store.put_child("appointments", appt))
+
+    def delete_appointment(self, ctx):
+        ctx.store.drop_child("appointments", self._appointment(ctx)["id"])
+        return 201, {"succeeded": True}
+
+    def custom_fields(self, ctx):
+        ctx.location(ctx.params["locationId"])
+        model = ctx.req.q("model") or "contact"
+        if model not in ("contact", "opportunity", "all"):
+            raise unprocessable("model must be one of the following values: contact, opportunity, all")
+        return 200, {"customFields": [f for f in ctx.store.custom_fields if model in ("all", f["model"])]}
+
+    def location_token(self, ctx):
+        return 200, self.app.tokens.location_token(ctx.grant, ctx.req.form())
+
+
+# ---------------------------------------------------------------- the application
+
+class Reply:
+    """What the HTTP layer sends, plus the fault it has to act out while sending."""
+
+    def __init__(self, status, headers, body, fault=None):
+        self.status, self.headers, self.body, self.fault = status, headers, body, fault
+
+
+def json_reply(status, payload, headers=None):
+    return Reply(status, {"Content-Type": "application/json; charset=utf-8", **(headers or {})},
+                 to_json(payload) + b"\n")
+
+
+def scramble_types(value):
+    """Give known fields the wrong JSON types, recursively."""
+    if isinstance(value, dict):
+        return {k: WRONG_TYPES[k] if k in WRONG_TYPES else scramble_types(v) for k, v in value.items()}
+    return [scramble_types(v) for v in value] if isinstance(value, list) else value
+
+
+class MockGhl:
+    """State, auth, limits, faults and routing behind the socket; one lock guards it all."""
+
+    def __init__(self, args):
+        self.args, self.lock = args, threading.RLock()
+        self.config = {"rate_limit": args.rate_limit, "rate_interval_ms": args.rate_interval_ms,
+                       "daily_limit": args.daily_limit, "retry_after": args.retry_after,
+                       "token_lifetime": args.token_lifetime, "scopes": list(DEFAULT_SCOPES)}
+        self.store = Store(args.location_id)
+        self.store.populate(args.contacts, args.seed)
+        self.search, self.task_views = ContactSearch(self.store), ViewCache()
+        self.tokens = TokenAuthority(args, self.config)
+        self.limiter = RateLimiter(self.config)
+        self.faults, self.recorder = FaultInjector(), Recorder()
+        self.routes = Endpoints(self).routes()
+        self.admin = AdminApi(self)
+
+    def match_route(self, method, path):
+        """The route for this request; a known path with another method is still a 404."""
+        for route in self.routes:
+            m = route.regex.match(path) if route.method == method else None
+            if m:
+                return route, m.groupdict()
+        raise ApiError(404, f"Cannot {method} {path}")
+
+    def handle(self, req):
+        """Serve one API request: fault injection around normal processing, then logging."""
+        with self.lock:
+            fault = self.faults.take(req.method, req.path)
+        kind = fault["kind"] if fault else None
+        if kind == "delay":
+            time.sleep(fault["delay_ms"] / 1000)
+        if kind in ("status", "html", "bad_json") or (kind == "reset" and fault["after_bytes"] is None):
+            reply = self._fault_reply(fault)
+        else:
+            reply = self._encode(*self._process(req), fault)
+        with self.lock:
+            try:
+                template = self.match_route(req.method, req.path)[0].template
+            except ApiError:
+                template = req.path
+            self.recorder.record(req, reply.status, kind, template)
+        reply.fault = fault
+        return reply
+
+    def _process(self, req):
+        """Auth, rate limit, routing, version and scope checks, then the endpoint."""
+        rate_key, headers = self.store.location_id, {}
+        with self.lock:
+            try:
+                if req.path.rstrip("/") == "/oauth/token" and req.method == "POST":
+                    self.recorder.stats["token_requests"] += 1
+                    payload = self.tokens.grant(req.form())
+                    self.recorder.stats["refreshes"] += req.form().get("grant_type") == "refresh_token"
+                    return 200, self.limiter.headers(rate_key), payload
+                grant = self.tokens.authenticate(req.headers.get("Authorization"))
+                rate_key = grant["locationId"] or grant["companyId"]
+                route, params = self.match_route(req.method, req.path)
+                if route.limited:
+                    wait = self.limiter.consume(rate_key)
+                    if wait is not None:
+                        headers = {"Retry-After": str(wait)} if self.config["retry_after"] else {}
+                        raise ApiError(429, "Too Many Requests")
+                version = req.headers.get("Version")
+                if version is None:
+                    raise unprocessable("version header was not found")
+                if version != route.version:
+                    raise unprocessable(f"version must be one of the following values: {route.version}")
+                if route.scope and grant["scopes"] is not None and route.scope not in grant["scopes"]:
+                    raise ApiError(401, "The token is not authorized for this scope.")
+                if route.scope and grant["locationId"] != self.store.location_id:
+                    raise ApiError(403, "The token does not have access to this location.")
+                status, payload = route.handler(Context(self, req, grant, params))
+            except ApiError as e:
+                status, payload = e.status, e.body()
+                headers.update(e.headers)
+            except Exception:      # a mock bug must surface as a 500, not as a dropped connection
+                traceback.print_exc()
+                status, payload = 500, ApiError(500, "Internal Server Error").body()
+            headers.update(self.limiter.headers(rate_key))
+        return status, headers, payload
+
+    @staticmethod
+    def _encode(status, headers, payload, fault):
+        """Serialise outside the lock; some faults corrupt the payload or its Content-Type."""
+        kind = fault["kind"] if fault else None
+        body = to_json(scramble_types(payload) if kind == "wrong_types" else payload)
+        if kind == "big" and isinstance(payload, dict):
+            body = to_json(dict(payload, _padding="x" * max(0, fault["size_bytes"] - len(body) - 14)))
+        content_type = "text/plain" if kind == "wrong_content_type" else "application/json"
+        return Reply(status, {"Content-Type": f"{content_type}; charset=utf-8", **headers}, body)
+
+    def _fault_reply(self, fault):
+        """Answers that replace processing entirely: an error status, HTML, broken JSON, a reset."""
+        with self.lock:
+            headers = self.limiter.headers(self.store.location_id)
+        kind = fault["kind"]
+        if kind == "reset":
+            return Reply(None, {}, b"")
+        if kind == "html":
+            body = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
+            return Reply(200, {"Content-Type": "text/html", **headers}, body)
+        if kind == "bad_json":
+            return Reply(200, {"Content-Type": "application/json", **headers},
+                         b'{"contacts": [{"id": "abc", "firstName": "trunc')
+        status = int(fault["status"] or 500)
+        if fault["retry_after"] is not None:
+            headers["Retry-After"] = str(fault["retry_after"])
+        body = fault["body"]
+        if body is None:
+            body = to_json(ApiError(status, status_phrase(status)).body())
+        elif not isinstance(body, str):
+            body = to_json(body)
+        return Reply(status, {"Content-Type": "application/json; charset=utf-8", **headers},
+                     body.encode() if isinstance(body, str) else body)
+
+
+# ---------------------------------------------------------------- admin API
+
+class AdminApi:
+    """Unauthenticated /_mock/ endpoints that tests use to observe and steer the mock."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def handle(self, req):
+        handler = getattr(self, f"{req.method.lower()}_{req.path[len('/_mock/'):].strip('/')}", None)
+        if handler is None:
+            return json_reply(404, {"error": f"no admin endpoint {req.method} {req.path}"})
+        try:
+            body = json.loads(req.raw) if req.raw else {}
+            with self.app.lock:
+                result = handler(req, body)
+        except Exception as e:     # admin misuse: answer with the reason instead of dropping the line
+            return json_reply(400, {"error": f"{type(e).__name__}: {e}"})
+        return result if isinstance(result, Reply) else json_reply(200, result)
+
+    def get_health(self, req, body):
+        return {"ok": True}
+
+    def get_requests(self, req, body):
+        since = int(req.q("since") or 0)
+        entries = [e for e in self.app.recorder.entries if e["seq"] > since]
+        if req.q("format") != "jsonl":
+            return entries
+        text = "".join(json.dumps(e, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n"
+                       for e in entries)
+        return Reply(200, {"Content-Type": "application/x-ndjson; charset=utf-8"}, text.encode())
+
+    def delete_requests(self, req, body):
+        self.app.recorder.clear_log()
+        return {"ok": True}
+
+    def get_faults(self, req, body):
+        return self.app.faults.listing()
+
+    def post_faults(self, req, body):
+        return {"id": self.app.faults.add(body)}
+
+    def delete_faults(self, req, body):
+        self.app.faults.faults = []
+        return {"ok": True}
+
+    def get_config(self, req, body):
+        return dict(self.app.config)
+
+    def post_config(self, req, body):
+        config, app = self.app.config, self.app
+        for key, value in body.items():
+            if key == "daily_remaining":
+                app.limiter.set_daily_remaining(app.store.location_id, int(value))
+            elif key == "expire_all_tokens":
+                if value:
+                    app.tokens.expire_all()
+            elif key in config and type(value) is type(config[key]):
+                config[key] = value
+            else:
+                raise ValueError(f"unknown config key or wrong type: {key}")
+        return dict(config)
+
+    def get_stats(self, req, body):
+        stats = self.app.recorder.stats     # copied: it is serialised after the lock is released
+        return {**stats, "by_path": dict(stats["by_path"])}
+
+    def delete_stats(self, req, body):
+        self.app.recorder.clear_stats()
+        return {"ok": True}
+
+    def get_state(self, req, body):
+        store = self.app.store
+        order = self.app.search.view(lambda c: True, "state", "dateAdded")
+        return {"contacts": [store.contacts[k[2]] for k in order],
+                "tasks": list(store.tables["tasks"].values()), "notes": list(store.tables["notes"].values()),
+                "appointments": [calendar_event_view(a) for a in store.tables["appointments"].values()],
+                "calendars": store.calendars, "customFields": store.custom_fields}
+
+    def post_reset(self, req, body):
+        app = self.app
+        app.store.populate(int(body.get("contacts", app.args.contacts)), body.get("seed", app.args.seed))
+        app.faults.faults = []
+        app.recorder.clear_log()
+        app.recorder.clear_stats()
+        app.tokens.reset()
+        app.limiter.reset()
+        return {"ok": True, "contacts": len(app.store.contacts)}
+
+    def post_mutate(self, req, body):
+        return mutate(self.app.store, body)
+
+
+def mutate(store, spec):
+    """Seeded random edits through the store's own write paths, for incremental-sync tests."""
+    rng = random.Random(spec.get("seed", 0))
+    gen = DataGenerator(rng.random(), store.location_id, seen=store.seen)
+    gen.users, gen.calendars = store.users, store.calendars
+
+    def pick(pool, name):
+        return rng.sample(sorted(pool), min(int(spec.get(name, 0)), len(pool)))
+
+    out = {"deleted": pick(store.contacts, "delete")}
+    for cid in out["deleted"]:
+        store.delete_contact(cid)
+    out["updated"] = pick(store.contacts, "update")
+    for cid in out["updated"]:
+        edits = [{"firstName": rng.choice(FIRST_NAMES)[0]}, {"city": rng.choice(PLACES)[0]},
+                 {"tags": rng.sample(TAGS, rng.randint(0, 3))}, {"dnd": not store.contacts[cid].get("dnd")},
+                 {"companyName": rng.choice(COMPANIES + [None])}]
+        store.update_contact(cid, {k: v for e in rng.sample(edits, rng.randint(1, 2)) for k, v in e.items()})
+    out["created"] = []
+    for _ in range(int(spec.get("create", 0))):
+        (first, _), (last, last_ascii) = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+        email = f"new.{last_ascii}{rng.randrange(10 ** 6)}@example.com"
+        contact = store.create_contact({"firstName": first, "lastName": last, "email": email,
+                                        "tags": rng.sample(TAGS, rng.randint(0, 2))})
+        out["created"].append(contact["id"])
+    for kind, label in (("tasks", "task"), ("notes", "note")):
+        out[f"{label}_deletes"] = pick(store.tables[kind], f"{label}_deletes")
+        for rid in out[f"{label}_deletes"]:
+            store.drop_child(kind, rid)
+        out[f"{label}_edits"] = pick(store.tables[kind], f"{label}_edits")
+        for rid in out[f"{label}_edits"]:
+            record = dict(store.tables[kind][rid])
+            if kind == "tasks":
+                record.update(completed=not record["completed"], title=rng.choice(TASK_TITLES))
+            else:
+                record["body"] = f"{rng.choice(NOTE_BODIES)} (edited {rng.randrange(1000)})"
+            store.put_child(kind, record)
+        out[f"{label}_creates"] = []
+        for cid in pick(store.contacts, f"{label}_creates"):
+            if kind == "tasks":
+                record = gen.task(cid)
+            else:
+                record = dict(gen.note(cid, DATA_START), dateAdded=iso_ms(now_ms()))
+            out[f"{label}_creates"].append(store.put_child(kind, record)["id"])
+    return out
+
+
+# ---------------------------------------------------------------- HTTP layer
+
+class Handler(BaseHTTPRequestHandler):
+    """HTTP/1.1 keep-alive transport; acts out transport-level faults while writing."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "mock-ghl/1.0"
+    app = None
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def setup(self):
+        super().setup()
+        # Headers and body go out in separate writes; Nagle plus delayed ACKs would add ~40 ms each.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _read_body(self):
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _serve(self):
+        url = urlsplit(self.path)
+        req = Request(self.command, url.path, parse_qs(url.query, keep_blank_values=True),
+                      self.headers, self._read_body(), self.headers.get("Host") or "127.0.0.1")
+        self._write(self.app.admin.handle(req) if url.path.startswith("/_mock/") else self.app.handle(req))
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
+
+    def _write(self, reply):
+        fault = reply.fault or {}
+        kind = fault.get("kind")
+        if reply.status is None:
+            self._reset()
+            return
+        body, headers = reply.body, dict(reply.headers)
+        if body and "gzip" in (self.headers.get("Accept-Encoding") or ""):
+            body = gzip.compress(body, compresslevel=5)
+            headers["Content-Encoding"] = "gzip"
+        self.send_response(reply.status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if kind == "slow_body":
+            step = max(1, -(-len(body) // 10))
+            for i in range(0, len(body), step):
+                self.wfile.write(body[i:i + step])
+                self.wfile.flush()
+                time.sleep(fault["delay_ms"] / 10000)
+        elif kind == "truncate":
+            self.wfile.write(body[:len(body) // 2])
+            self.close_connection = True
+        elif kind == "reset":
+            self.wfile.write(body[:int(fault["after_bytes"])])
+            self.wfile.flush()
+            time.sleep(0.05)
+            self._reset()
+        else:
+            self.wfile.write(body)
+
+    def _reset(self):
+        """Close with RST (SO_LINGER 0) so the client sees a connection reset, not a clean EOF."""
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+        except OSError:
+            pass
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 256
+
+    def handle_error(self, request, client_address):
+        """A client that hangs up mid-response (a cancelled query) is
+        normal here; anything else is still reported."""
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description="Mock HighLevel (GHL) API v2 server for ghl_fdw tests")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--port-file")
+    p.add_argument("--contacts", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--location-id", default="ve9EPM428h8vShlRW1KT")
+    p.add_argument("--company-id", default="5DP4iH6HLkQsiKESj6rh")
+    p.add_argument("--token", default="pit-mock-token", help="static Private Integration Token")
+    p.add_argument("--rate-limit", type=int, default=100)
+    p.add_argument("--rate-interval-ms", type=int, default=10_000)
+    p.add_argument("--daily-limit", type=int, default=200_000)
+    p.add_argument("--token-lifetime", type=int, default=86399)
+    p.add_argument("--client-id", default="mock-client")
+    p.add_argument("--client-secret", default="mock-secret")
+    p.add_argument("--refresh-token", default="rt-seed-0")
+    p.add_argument("--retry-after", action="store_true", help="send Retry-After on 429")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    Handler.app = MockGhl(args)
+    server = Server((args.host, args.port), Handler)
+    port = server.server_address[1]
+
+    def stop(signum, frame):
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if args.port_file:
+        tmp = f"{args.port_file}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{port}\n")
+        os.replace(tmp, args.port_file)
+    print(f"mock_ghl listening on http://{args.host}:{port}", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+    sys.stdout.flush()
+    os._exit(0)     # skip tearing down 100k+ records one by one; nothing is left to flush
+
+
+if __name__ == "__main__":
+    sys.exit(main())
