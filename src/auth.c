@@ -35,3 +35,14 @@ ghl_auth_forget(GhlOptions *options)
 {
 	return false;
 }
+
+/*
+ * Fail before any request when the token is known to lack a scope the
+ * request needs (writes need contacts.write).  Scopes of a static token
+ * are unknown, so the API decides for those.
+ */
+void
+ghl_auth_require_scope(GhlConnection *conn, GhlOptions *options,
+					   const char *scope)
+{
+}

@@ -211,6 +211,8 @@ extern char *ghl_url_escape(const char *value);
  */
 extern const char *ghl_auth_bearer(GhlConnection *conn, GhlOptions *options);
 extern bool ghl_auth_forget(GhlOptions *options);
+extern void ghl_auth_require_scope(GhlConnection *conn, GhlOptions *options,
+								   const char *scope);
 
 /*
  * in json.c
