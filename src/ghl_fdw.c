@@ -19,6 +19,7 @@
 #include "access/sysattr.h"
 #include "access/table.h"
 #include "catalog/pg_type.h"
+#include "commands/defrem.h"
 #include "commands/explain.h"
 #include "executor/executor.h"
 #include "foreign/fdwapi.h"
@@ -153,9 +154,10 @@ static bool evaluate_filter(GhlFdwScanState *st, ExprContext *econtext,
 							GhlPushedFilter *filter);
 static bool next_key(GhlFdwScanState *st);
 static void fetch_next_page(GhlFdwScanState *st);
-static GhlJsonPage *execute_request(GhlFdwScanState *st,
-									const GhlEndpoint *ep,
-									GhlRequest *request);
+static GhlJsonPage *execute_request(GhlConnection **conn, GhlOptions *options,
+									const GhlEndpoint *ep, GhlRequest *request,
+									GhlRequestStats *stats);
+static List *custom_field_columns(Oid serverOid, const GhlResource *resource);
 static char *calendar_events_path(GhlFdwScanState *st);
 static void explain_filters(ForeignScanState *node, GhlRequestPlan *plan,
 							ExplainState *es);
@@ -567,9 +569,12 @@ evaluate_parameters(GhlFdwScanState *st, ExprContext *econtext)
 			request.path = psprintf("%s?locationId=%s",
 									ghl_endpoint(GHL_EP_CALENDARS)->path,
 									ghl_url_escape(st->options->location_id));
-			st->page = execute_request(st, ghl_endpoint(GHL_EP_CALENDARS), &request);
+			st->page = execute_request(&st->conn, st->options,
+									   ghl_endpoint(GHL_EP_CALENDARS), &request,
+									   &st->stats);
+			st->pages++;
 			MemoryContextSwitchTo(st->scan_cxt);
-			st->calendar_ids = st->page ? ghl_json_page_strings(st->page, "id") : NIL;
+			st->calendar_ids = list_delete_ptr(ghl_json_page_strings(st->page, "id"), NULL);
 			MemoryContextSwitchTo(pagecxt);
 			MemoryContextReset(st->page_cxt);
 			st->page = NULL;
@@ -827,7 +832,8 @@ fetch_next_page(GhlFdwScanState *st)
 			break;
 	}
 
-	st->page = execute_request(st, ep, &request);
+	st->page = execute_request(&st->conn, options, ep, &request, &st->stats);
+	st->pages++;
 	nrows = st->page ? ghl_json_page_rows(st->page) : 0;
 
 	if (st->page == NULL || ep->paging == GHL_PAGING_NONE || nrows < page_limit)
@@ -858,35 +864,37 @@ fetch_next_page(GhlFdwScanState *st)
 }
 
 /*
- * Send one read request of the endpoint and parse its page into the
- * current memory context.  Returns NULL for a 404 that means zero rows.
+ * Send one read request of the endpoint, opening *conn if needed, and
+ * parse its page into the current memory context.  Returns NULL for a 404
+ * that means zero rows.
  */
 static GhlJsonPage *
-execute_request(GhlFdwScanState *st, const GhlEndpoint *ep, GhlRequest *request)
+execute_request(GhlConnection **conn, GhlOptions *options,
+				const GhlEndpoint *ep, GhlRequest *request,
+				GhlRequestStats *stats)
 {
 	GhlResponse response;
 
-	if (st->conn == NULL)
-		st->conn = ghl_get_connection(st->options);
+	if (*conn == NULL)
+		*conn = ghl_get_connection(options);
 
 	request->method = ep->method;
-	request->api_version = ep->api_version ? ep->api_version : st->options->api_version;
+	request->api_version = ep->api_version ? ep->api_version : options->api_version;
 	request->authenticated = true;
-	/* every request a scan makes is a read, so retrying it is safe */
+	/* every request a scan or an import makes is a read: retrying is safe */
 	request->idempotent = true;
 
-	ghl_http_execute(st->conn, request, &response, &st->stats);
-	st->pages++;
+	ghl_http_execute(*conn, request, &response, stats);
 
 	/* a lookup of an id that does not exist: zero rows, not an error */
 	if (response.status == 404 && ep->not_found_is_empty)
 		return NULL;
 	if (response.status < 200 || response.status >= 300)
-		ghl_report_http_error(st->conn, request, &response);
+		ghl_report_http_error(*conn, request, &response);
 
 	return ghl_json_parse_page(response.data, response.len,
 							   ep->response_key, ep->single_object,
-							   st->options->server_name);
+							   options->server_name);
 }
 
 /*
@@ -995,7 +1003,9 @@ explain_filters(ForeignScanState *node, GhlRequestPlan *plan, ExplainState *es)
 
 /*
  * IMPORT FOREIGN SCHEMA ghl: one foreign table per resource, with the
- * standard columns.  The remote schema is always "ghl".
+ * standard columns.  The remote schema is always "ghl".  With the option
+ * custom_fields 'true', contacts also get one typed column per custom
+ * field of the location, read from the API.
  */
 static List *
 ghlImportForeignSchema(ImportForeignSchemaStmt *stmt, Oid serverOid)
@@ -1003,6 +1013,8 @@ ghlImportForeignSchema(ImportForeignSchemaStmt *stmt, Oid serverOid)
 	ForeignServer *server = GetForeignServer(serverOid);
 	static const char *const names[] = {"contacts", "tasks", "notes", "appointments"};
 	List	   *commands = NIL;
+	bool		custom_fields = false;
+	ListCell   *lc;
 	int			i;
 
 	if (strcmp(stmt->remote_schema, "ghl") != 0)
@@ -1011,13 +1023,25 @@ ghlImportForeignSchema(ImportForeignSchemaStmt *stmt, Oid serverOid)
 				 errmsg("GHL server \"%s\" has no schema \"%s\"",
 						server->servername, stmt->remote_schema),
 				 errhint("Use IMPORT FOREIGN SCHEMA ghl.")));
+	foreach(lc, stmt->options)
+	{
+		DefElem    *def = lfirst_node(DefElem, lc);
+
+		if (strcmp(def->defname, "custom_fields") == 0)
+			custom_fields = defGetBoolean(def);
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
+					 errmsg("invalid IMPORT FOREIGN SCHEMA option \"%s\"", def->defname),
+					 errhint("The only option is custom_fields.")));
+	}
 
 	for (i = 0; i < lengthof(names); i++)
 	{
 		const GhlResource *resource = ghl_resource_by_name(names[i]);
 		StringInfoData buf;
+		List	   *columns = NIL;
 		bool		listed = false;
-		ListCell   *lc;
 		int			c;
 
 		foreach(lc, stmt->table_list)
@@ -1029,21 +1053,87 @@ ghlImportForeignSchema(ImportForeignSchemaStmt *stmt, Oid serverOid)
 			(stmt->list_type == FDW_IMPORT_SCHEMA_EXCEPT && listed))
 			continue;
 
+		for (c = 0; c < resource->ncolumns; c++)
+			columns = lappend(columns,
+							  psprintf("  %s %s", quote_identifier(resource->columns[c].name),
+									   resource->columns[c].sql_type));
+		if (custom_fields && resource->kind == GHL_RESOURCE_CONTACTS)
+			columns = list_concat(columns, custom_field_columns(serverOid, resource));
+
 		initStringInfo(&buf);
 		appendStringInfo(&buf, "CREATE FOREIGN TABLE %s (\n",
 						 quote_identifier(resource->name));
-		for (c = 0; c < resource->ncolumns; c++)
-		{
-			const GhlColumnDef *col = &resource->columns[c];
-
-			appendStringInfo(&buf, "  %s %s%s\n",
-							 quote_identifier(col->name), col->sql_type,
-							 c + 1 < resource->ncolumns ? "," : "");
-		}
+		foreach(lc, columns)
+			appendStringInfo(&buf, "%s%s\n", (char *) lfirst(lc),
+							 lnext(columns, lc) ? "," : "");
 		appendStringInfo(&buf, ") SERVER %s OPTIONS (resource %s)",
 						 quote_identifier(server->servername),
 						 quote_literal_cstr(resource->name));
 		commands = lappend(commands, buf.data);
 	}
 	return commands;
+}
+
+/*
+ * Column definitions for the contact custom fields of the server's
+ * location: named after the field key ("contact.lifetime_value" becomes
+ * lifetime_value, or cf_lifetime_value if a standard column has that
+ * name), typed after the field's data type.
+ */
+static List *
+custom_field_columns(Oid serverOid, const GhlResource *resource)
+{
+	GhlOptions *options = ghl_get_options(serverOid, GetUserId());
+	const GhlEndpoint *ep = ghl_endpoint(GHL_EP_CUSTOM_FIELDS);
+	GhlConnection *conn = NULL;
+	GhlRequestStats stats = {0};
+	GhlRequest request = {0};
+	GhlJsonPage *page;
+	List	   *ids;
+	List	   *keys;
+	List	   *types;
+	List	   *columns = NIL;
+	int			i;
+
+	request.path = psprintf("%s?model=contact",
+							psprintf(ep->path, ghl_url_escape(options->location_id)));
+	page = execute_request(&conn, options, ep, &request, &stats);
+	ids = ghl_json_page_strings(page, "id");
+	keys = ghl_json_page_strings(page, "fieldKey");
+	types = ghl_json_page_strings(page, "dataType");
+
+	for (i = 0; i < list_length(ids); i++)
+	{
+		const char *id = list_nth(ids, i);
+		const char *key = list_nth(keys, i);
+		const char *type = list_nth(types, i);
+		const char *name;
+		const char *sql_type = "text";
+		int			c;
+
+		if (id == NULL || key == NULL)
+			continue;
+		name = strchr(key, '.') ? strchr(key, '.') + 1 : key;
+		for (c = 0; c < resource->ncolumns; c++)
+		{
+			if (strcmp(resource->columns[c].name, name) == 0)
+				name = psprintf("cf_%s", name);
+		}
+		if (type && (strcmp(type, "NUMERICAL") == 0 || strcmp(type, "MONETORY") == 0))
+			sql_type = "numeric";
+		else if (type && strcmp(type, "DATE") == 0)
+			sql_type = "date";
+		else if (type && (strcmp(type, "MULTIPLE_OPTIONS") == 0 ||
+						  strcmp(type, "CHECKBOX") == 0))
+			sql_type = "text[]";
+		else if (type && (strcmp(type, "FILE_UPLOAD") == 0 ||
+						  strcmp(type, "SIGNATURE") == 0))
+			sql_type = "jsonb";
+		columns = lappend(columns,
+						  psprintf("  %s %s OPTIONS (field %s)", quote_identifier(name),
+								   sql_type,
+								   quote_literal_cstr(psprintf("%s%s", GHL_CUSTOM_FIELD_PREFIX,
+															   id))));
+	}
+	return columns;
 }

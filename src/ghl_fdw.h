@@ -123,6 +123,7 @@ typedef enum GhlEndpointKind
 	GHL_EP_TASKS_SEARCH,		/* POST /locations/{locationId}/tasks/search */
 	GHL_EP_CALENDARS,			/* GET /calendars/ of the location */
 	GHL_EP_CALENDAR_EVENTS,		/* GET /calendars/events, one calendar, a window */
+	GHL_EP_CUSTOM_FIELDS,		/* GET /locations/{locationId}/customFields */
 	GHL_NUM_ENDPOINTS			/* also: "no such endpoint" */
 } GhlEndpointKind;
 
@@ -167,6 +168,9 @@ typedef enum GhlQualShape
  * free-text query, and the column reads back the query.
  */
 #define GHL_QUERY_FIELD			"@query"
+
+/* "customFields.<id>": the value of one custom field of a contact */
+#define GHL_CUSTOM_FIELD_PREFIX	"customFields."
 
 typedef struct GhlPushable
 {

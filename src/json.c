@@ -50,6 +50,8 @@ static Datum json_to_datum(json_object *value, GhlColumnMap *col, bool *isnull);
 static Datum scalar_to_datum(json_object *value, FmgrInfo *input, Oid ioparam,
 							 int32 typmod, bool is_timestamp);
 static void conversion_error_callback(void *arg);
+static bool custom_field_value(json_object *obj, const char *id,
+							   json_object **value);
 static json_object *search_filter(GhlFilterValue *fv);
 static json_object *filter_value(GhlFilterValue *fv);
 
@@ -164,6 +166,10 @@ ghl_json_row_to_values(GhlJsonPage *page, int row,
 		convctx.attname = col->attname;
 		if (col->is_raw)
 			value = obj, found = true;
+		else if (strncmp(col->field, GHL_CUSTOM_FIELD_PREFIX,
+						 strlen(GHL_CUSTOM_FIELD_PREFIX)) == 0)
+			found = custom_field_value(obj, col->field + strlen(GHL_CUSTOM_FIELD_PREFIX),
+									   &value);
 		else
 		{
 			if (use_search_fields && col->search_field)
@@ -179,6 +185,33 @@ ghl_json_row_to_values(GhlJsonPage *page, int row,
 	}
 
 	error_context_stack = errcallback.previous;
+}
+
+/*
+ * A contact's custom fields are an array of {"id", "value"}: find the
+ * value of the one with this id.
+ */
+static bool
+custom_field_value(json_object *obj, const char *id, json_object **value)
+{
+	json_object *fields;
+	size_t		i;
+
+	if (!json_object_object_get_ex(obj, "customFields", &fields) ||
+		!json_object_is_type(fields, json_type_array))
+		return false;
+	for (i = 0; i < json_object_array_length(fields); i++)
+	{
+		json_object *field = json_object_array_get_idx(fields, i);
+		json_object *field_id;
+
+		if (json_object_is_type(field, json_type_object) &&
+			json_object_object_get_ex(field, "id", &field_id) &&
+			json_object_is_type(field_id, json_type_string) &&
+			strcmp(json_object_get_string(field_id), id) == 0)
+			return json_object_object_get_ex(field, "value", value);
+	}
+	return false;
 }
 
 static void
@@ -502,7 +535,7 @@ ghl_json_task_search_body(List *filters, int limit, int skip)
 
 /*
  * The string values of one key across the rows of a page (the ids of the
- * calendars a location lists), skipping rows without it.
+ * calendars a location lists), with NULL for a row without one.
  */
 List *
 ghl_json_page_strings(GhlJsonPage *page, const char *key)
@@ -518,6 +551,8 @@ ghl_json_page_strings(GhlJsonPage *page, const char *key)
 			json_object_object_get_ex(row_object(page, i), key, &value) &&
 			json_object_is_type(value, json_type_string))
 			result = lappend(result, pstrdup(json_object_get_string(value)));
+		else
+			result = lappend(result, NULL);
 	}
 	return result;
 }

@@ -127,11 +127,17 @@ ghl_plan_request(PlannerInfo *root, RelOptInfo *baserel,
 	/*
 	 * Without pushdown, a resource that the API can list whole is read
 	 * whole; the others still get the conditions they cannot do without.
+	 * The free-text query stays: it is what the search column means.
 	 */
 	if (!ghl_enable_pushdown && resource->scan_endpoint == GHL_EP_CALENDAR_EVENTS)
-		m.id_value = NULL, m.query_value = NULL;
+		m.id_value = NULL;
 	else if (!ghl_enable_pushdown && resource->scan_endpoint != GHL_NUM_ENDPOINTS)
+	{
+		Expr	   *query_value = m.query_value;
+
 		memset(&m, 0, sizeof(m));
+		m.query_value = query_value;
+	}
 
 	if (resource->by_id_endpoint != GHL_NUM_ENDPOINTS)
 		by_id = ghl_endpoint(resource->by_id_endpoint);

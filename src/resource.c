@@ -131,6 +131,10 @@ static const GhlEndpoint endpoints[GHL_NUM_ENDPOINTS] = {
 		GHL_EP_CALENDAR_EVENTS, "GET", "/calendars/events", false, false, GHL_CALENDAR_API_VERSION,
 		"events", false, false, GHL_PAGING_NONE, false
 	},
+	[GHL_EP_CUSTOM_FIELDS] = {
+		GHL_EP_CUSTOM_FIELDS, "GET", "/locations/%s/customFields", false, false, NULL,
+		"customFields", false, false, GHL_PAGING_NONE, false, true
+	},
 };
 
 /*
