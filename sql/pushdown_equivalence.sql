@@ -39,6 +39,8 @@ FROM state, jsonb_array_elements(s->'tasks') AS t
 WHERE t->>'assignedTo' IS NOT NULL ORDER BY t->>'id' LIMIT 1 \gset
 SELECT a->>'contactId' AS appt_contact FROM state, jsonb_array_elements(s->'appointments') AS a
 ORDER BY a->>'id' LIMIT 1 \gset
+SELECT n->>'contactId' AS note_contact FROM state, jsonb_array_elements(s->'notes') AS n
+ORDER BY n->>'id' LIMIT 1 \gset
 
 SELECT n, test.same_both_ways(q, o) AS result FROM (VALUES
  (1, format('SELECT * FROM ghl.contacts WHERE email = %L', :'email'), false),
@@ -65,7 +67,7 @@ SELECT n, test.same_both_ways(q, o) AS result FROM (VALUES
  (22, 'SELECT c.id, t.id FROM ghl.contacts c JOIN ghl.tasks t ON t.contact_id = c.id WHERE c.date_added < ''2023-01-01''', false),
  (23, 'SELECT c.id, t.title FROM (SELECT id FROM ghl.contacts ORDER BY date_added LIMIT 20) c JOIN ghl.tasks t ON t.contact_id = c.id', false),
  (24, 'SELECT c.email, n.body FROM ghl.contacts c JOIN ghl.notes n ON n.contact_id = c.id WHERE c.email LIKE ''a%''', false),
- (25, format('SELECT * FROM ghl.notes WHERE contact_id = %L', :'task_contact'), false),
+ (25, format('SELECT * FROM ghl.notes WHERE contact_id = %L', :'note_contact'), false),
  (26, format('SELECT id, start_time FROM ghl.appointments WHERE contact_id = %L', :'appt_contact'), false),
  (27, 'SELECT id FROM ghl.appointments WHERE start_time >= ''2024-01-01'' AND start_time < ''2025-01-01''', false),
  (28, 'SELECT a.id, c.email FROM ghl.appointments a JOIN ghl.contacts c ON c.id = a.contact_id WHERE a.start_time >= ''2023-01-01'' AND a.start_time <= ''2026-01-01''', false),
