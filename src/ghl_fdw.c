@@ -91,6 +91,7 @@ typedef struct GhlFdwScanState
 	int			nkeys;
 	int			next_key;
 	List	   *calendar_ids;	/* fetched once per scan */
+	bool		calendars_fetched;
 	char	   *calendar_id;
 
 	GhlColumnMap *columns;		/* the columns the query reads */
@@ -296,6 +297,9 @@ add_scan_path(PlannerInfo *root, RelOptInfo *baserel, GhlPlanState *ps,
 	Cost		total_cost = plan->estimated_requests * GHL_REQUEST_COST +
 		plan->estimated_rows * GHL_ROW_COST;
 
+	/* a contact's tasks are a handful, whatever the join selectivity says */
+	if (required_outer != NULL)
+		rows = clamp_row_est(Min(rows, plan->estimated_rows));
 	add_path(baserel, (Path *)
 			 create_foreignscan_path(root, baserel, NULL, rows,
 									 startup_cost, total_cost,
@@ -559,13 +563,12 @@ evaluate_parameters(GhlFdwScanState *st, ExprContext *econtext)
 	if (ok && plan->endpoint == GHL_EP_CALENDAR_EVENTS)
 	{
 		/* the calendars of the location do not change during a query */
-		if (st->calendar_ids == NULL)
+		if (!st->calendars_fetched)
 		{
 			GhlRequest request = {0};
-			MemoryContext pagecxt;
 
 			MemoryContextReset(st->page_cxt);
-			pagecxt = MemoryContextSwitchTo(st->page_cxt);
+			MemoryContextSwitchTo(st->page_cxt);
 			request.path = psprintf("%s?locationId=%s",
 									ghl_endpoint(GHL_EP_CALENDARS)->path,
 									ghl_url_escape(st->options->location_id));
@@ -574,8 +577,13 @@ evaluate_parameters(GhlFdwScanState *st, ExprContext *econtext)
 									   &st->stats);
 			st->pages++;
 			MemoryContextSwitchTo(st->scan_cxt);
-			st->calendar_ids = list_delete_ptr(ghl_json_page_strings(st->page, "id"), NULL);
-			MemoryContextSwitchTo(pagecxt);
+			foreach(lc, ghl_json_page_strings(st->page, "id"))
+			{
+				if (lfirst(lc) != NULL)
+					st->calendar_ids = lappend(st->calendar_ids, lfirst(lc));
+			}
+			st->calendars_fetched = true;
+			MemoryContextSwitchTo(st->run_cxt);
 			MemoryContextReset(st->page_cxt);
 			st->page = NULL;
 		}

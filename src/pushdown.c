@@ -91,6 +91,8 @@ static bool has_window(List *filters);
 static int	add_expr(List **fdw_exprs, Expr *expr);
 static double array_values(Expr *array);
 static Oid	timestamptz_btree_family(void);
+static char *pathkey_sort_field(PlannerInfo *root, RelOptInfo *baserel,
+								const GhlResource *resource, List *pathkeys);
 
 /*
  * Choose the endpoint for a scan of baserel that must satisfy clauses (its
@@ -209,38 +211,24 @@ ghl_plan_request(PlannerInfo *root, RelOptInfo *baserel,
 
 	if (pathkeys != NIL && plan->endpoint == GHL_EP_CONTACTS_SEARCH)
 	{
-		PathKey    *pk = linitial_node(PathKey, pathkeys);
-		ListCell   *em_lc;
-
-		Assert(ghl_pathkeys_pushable(root, baserel, resource, pathkeys));
-		foreach(em_lc, pk->pk_eclass->ec_members)
-		{
-			EquivalenceMember *em = lfirst(em_lc);
-			char	   *field;
-			Oid			type;
-
-			if (bms_equal(em->em_relids, baserel->relids) &&
-				match_var(root, baserel, (Node *) em->em_expr, &field, &type) &&
-				ghl_sortable(resource->kind, field))
-			{
-				plan->sort_field = field;
-				break;
-			}
-		}
-		plan->sort_desc = (pk->pk_strategy == BTGreaterStrategyNumber);
+		plan->sort_field = pathkey_sort_field(root, baserel, resource, pathkeys);
+		Assert(plan->sort_field != NULL);
+		plan->sort_desc = (linitial_node(PathKey, pathkeys)->pk_strategy ==
+						   BTGreaterStrategyNumber);
 	}
 
 	selectivity = clauselist_selectivity(root, m.filter_clauses, baserel->relid,
 										 JOIN_INNER, NULL);
 	plan->estimated_rows = clamp_row_est(resource->rows_estimate * selectivity);
-	if (limit_tuples > 0 && limit_tuples < options->page_size)
+	if (limit_tuples > 0 && limit_tuples < options->page_size &&
+		ghl_endpoint(plan->endpoint)->paging != GHL_PAGING_NONE)
 		plan->limit = (int) limit_tuples;
 	if (plan->endpoint == GHL_EP_CALENDAR_EVENTS)
 		plan->estimated_requests = 1 + GHL_CALENDARS;
 	else if (plan->limit > 0)
 		plan->estimated_requests = 1;
 	else
-		plan->estimated_requests = ceil(plan->estimated_rows / options->page_size) + 1;
+		plan->estimated_requests = Max(1, ceil(plan->estimated_rows / options->page_size));
 	return plan;
 }
 
@@ -499,25 +487,35 @@ timestamptz_btree_family(void)
 }
 
 /*
- * Whether the search endpoint can deliver rows in this order: one key, a
- * sortable timestamp of this table, SQL's default placement of NULLs.
- * The API puts rows without the value last in both directions; the
- * timestamps it sorts by are set on every record, so the orders agree.
+ * Whether the search endpoint can deliver rows in this order.
  */
 bool
 ghl_pathkeys_pushable(PlannerInfo *root, RelOptInfo *baserel,
 					  const GhlResource *resource, List *pathkeys)
+{
+	return pathkey_sort_field(root, baserel, resource, pathkeys) != NULL;
+}
+
+/*
+ * The API sort field that yields rows in pathkeys order, or NULL: one key,
+ * a sortable timestamp of this table, SQL's default placement of NULLs.
+ * The API puts rows without the value last in both directions; the
+ * timestamps it sorts by are set on every record, so the orders agree.
+ */
+static char *
+pathkey_sort_field(PlannerInfo *root, RelOptInfo *baserel,
+				   const GhlResource *resource, List *pathkeys)
 {
 	PathKey    *pk;
 	ListCell   *lc;
 
 	if (!ghl_enable_pushdown || resource->scan_endpoint != GHL_EP_CONTACTS_SEARCH ||
 		list_length(pathkeys) != 1)
-		return false;
+		return NULL;
 	pk = linitial_node(PathKey, pathkeys);
 	if (pk->pk_opfamily != timestamptz_btree_family() ||
 		pk->pk_nulls_first != (pk->pk_strategy == BTGreaterStrategyNumber))
-		return false;
+		return NULL;
 	foreach(lc, pk->pk_eclass->ec_members)
 	{
 		EquivalenceMember *em = lfirst(lc);
@@ -527,9 +525,9 @@ ghl_pathkeys_pushable(PlannerInfo *root, RelOptInfo *baserel,
 		if (bms_equal(em->em_relids, baserel->relids) &&
 			match_var(root, baserel, (Node *) em->em_expr, &field, &type) &&
 			ghl_sortable(resource->kind, field))
-			return true;
+			return field;
 	}
-	return false;
+	return NULL;
 }
 
 List *
