@@ -110,6 +110,12 @@ SELECT count(*) = (SELECT count(*) FROM st_contacts
        bool_and(search = 'smith') AS reads_back
 FROM test.contacts_search WHERE search = 'smith';
 SELECT method, path, body FROM test.unfaulted_requests();
+-- with an id too, the query still goes to the search: a lookup cannot match text
+SELECT c->>'id' AS smith_id FROM st_contacts
+WHERE c->>'name' ILIKE '%smith%' ORDER BY 1 LIMIT 1 \gset
+SELECT test.mock_forget();
+SELECT count(*) FROM test.contacts_search WHERE search = 'smith' AND id = :'smith_id';
+SELECT method, path, body->'query' AS query FROM test.unfaulted_requests();
 -- without the condition the column is NULL; it must be text
 SELECT count(*) FILTER (WHERE search IS NULL) AS null_search
 FROM (SELECT search FROM test.contacts_search LIMIT 3) s;

@@ -296,6 +296,7 @@ extern void ghl_json_row_to_values(GhlJsonPage *page, int row,
 extern char *ghl_json_row_cursor(GhlJsonPage *page, int row);
 extern void ghl_json_error_info(const char *data, size_t len,
 								char **message, char **trace_id);
+
 /* One pushed-down condition with its value computed, ready for a request. */
 typedef struct GhlFilterValue
 {
@@ -319,12 +320,6 @@ extern List *ghl_json_page_strings(GhlJsonPage *page, const char *key);
  * in pushdown.c
  */
 
-/*
- * What a scan will ask the API for: the endpoint and its parameters.  The
- * planner builds one from the restriction clauses; it is flattened into
- * fdw_private for the executor, with values to be computed at run time
- * (Params) in fdw_exprs.
- */
 /* Which path parameter of the endpoint an array of values iterates. */
 typedef enum GhlArraySlot
 {
@@ -341,6 +336,12 @@ typedef struct GhlPushedFilter
 	int			expr;			/* index into fdw_exprs */
 } GhlPushedFilter;
 
+/*
+ * What a scan will ask the API for: the endpoint, its parameters, filters,
+ * sort and first page size.  The planner builds one per path from the
+ * clauses; it is flattened into fdw_private for the executor, with values
+ * to be computed at run time (Params) in fdw_exprs.
+ */
 typedef struct GhlRequestPlan
 {
 	GhlEndpointKind endpoint;	/* GHL_NUM_ENDPOINTS: no endpoint can answer */

@@ -144,8 +144,11 @@ ghl_plan_request(PlannerInfo *root, RelOptInfo *baserel,
 	if (resource->by_id_endpoint != GHL_NUM_ENDPOINTS)
 		by_id = ghl_endpoint(resource->by_id_endpoint);
 
-	/* the most selective endpoint whose path parameters are all known */
-	if (m.id_value && by_id &&
+	/*
+	 * The most selective endpoint whose path parameters are all known.  A
+	 * free-text query only the search can answer: it rules out the lookup.
+	 */
+	if (m.id_value && by_id && m.query_value == NULL &&
 		(by_id->needs_contact ? m.contact_value != NULL : true) &&
 		!(m.id_is_array && m.contact_is_array))
 	{

@@ -84,7 +84,8 @@ static const GhlColumnDef appointment_columns[] = {
 
 /*
  * kind, method, path, needs contact id, needs id, Version (NULL: the
- * server's), response key, one object, 404 is empty, paging, search fields
+ * server's), response key, one object, 404 is empty, paging, search fields,
+ * location in path
  */
 static const GhlEndpoint endpoints[GHL_NUM_ENDPOINTS] = {
 	[GHL_EP_CONTACTS_SEARCH] = {
