@@ -95,9 +95,9 @@ CREATE FUNCTION test.unfaulted_requests()
 RETURNS TABLE (seq int, method text, path text, query jsonb, body jsonb,
                version text, status int)
 LANGUAGE sql AS $$
-    SELECT (r->>'seq')::int, r->>'method', r->>'path', r->'query', r->'body',
-           r->>'version', (r->>'status')::int
-    FROM test.mock('GET', '/_mock/requests?format=jsonl') AS r
+    SELECT x.* FROM test.mock('GET', '/_mock/requests?format=jsonl') AS r,
+        jsonb_to_record(r) AS x(seq int, method text, path text, query jsonb,
+                                body jsonb, version text, status int)
     WHERE r->>'fault' IS NULL
-    ORDER BY 1
+    ORDER BY x.seq
 $$;
