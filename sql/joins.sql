@@ -76,6 +76,35 @@ SELECT * FROM ghl.appointments;
 SELECT * FROM ghl.appointments WHERE start_time >= '2024-01-01';
 SELECT count(*) AS requests FROM test.unfaulted_requests();
 
+-- a table that allows the fan-out asks every contact, and EXPLAIN says what
+-- that costs; a join still asks only the joined contacts
+SET jit = off;
+ALTER FOREIGN TABLE ghl.notes OPTIONS (ADD fan_out 'true');
+EXPLAIN (VERBOSE) SELECT count(*) FROM ghl.notes;
+SELECT test.mock_forget();
+SELECT count(*) = (SELECT count(*) FROM state, jsonb_array_elements(s->'notes')) AS notes_ok
+FROM ghl.notes;
+SELECT method, regexp_replace(path, '/contacts/[A-Za-z0-9]{20}/', '/contacts/{contact}/') AS path,
+       count(*) AS requests
+FROM test.unfaulted_requests() GROUP BY 1, 2 ORDER BY 2;
+EXPLAIN (COSTS OFF)
+SELECT n.body FROM ghl.contacts c JOIN ghl.notes n ON n.contact_id = c.id WHERE c.email LIKE 'a%';
+ALTER FOREIGN TABLE ghl.notes OPTIONS (DROP fan_out);
+-- appointments without a window, paging through the contacts
+ALTER SERVER ghl OPTIONS (ADD page_size '30');
+ALTER FOREIGN TABLE ghl.appointments OPTIONS (ADD fan_out 'true');
+SELECT test.mock_forget();
+SELECT count(*) = (SELECT count(*) FROM state, jsonb_array_elements(s->'appointments'))
+       AS appointments_ok
+FROM ghl.appointments;
+SELECT method, regexp_replace(path, '/contacts/[A-Za-z0-9]{20}/', '/contacts/{contact}/') AS path,
+       body->'pageLimit' AS page_limit, count(*) AS requests
+FROM test.unfaulted_requests() GROUP BY 1, 2, 3 ORDER BY 2;
+ALTER FOREIGN TABLE ghl.appointments OPTIONS (DROP fan_out);
+ALTER SERVER ghl OPTIONS (DROP page_size);
+ALTER FOREIGN TABLE ghl.notes OPTIONS (ADD fan_out 'maybe');
+RESET jit;
+
 -- with costs, EXPLAIN (VERBOSE) states the estimated requests of each scan;
 -- EXPLAIN ANALYZE the actual ones (over all the loops of a nested loop)
 EXPLAIN (VERBOSE) SELECT id FROM ghl.contacts WHERE email = 'jo@example.com';

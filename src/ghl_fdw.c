@@ -85,13 +85,14 @@ typedef struct GhlFdwScanState
 
 	/*
 	 * A run repeats the endpoint once per key: each value of an id or
-	 * contact id array, or each calendar of the location.
+	 * contact id array, each calendar of the location, or each contact of
+	 * the location for a table that allows the fan-out.
 	 */
 	char	  **keys;
 	int			nkeys;
 	int			next_key;
-	List	   *calendar_ids;	/* fetched once per scan */
-	bool		calendars_fetched;
+	List	   *listed_keys;	/* calendars or contacts, listed once per scan */
+	bool		keys_listed;
 	char	   *calendar_id;
 
 	GhlColumnMap *columns;		/* the columns the query reads */
@@ -155,6 +156,9 @@ static bool evaluate_filter(GhlFdwScanState *st, ExprContext *econtext,
 							GhlPushedFilter *filter);
 static bool next_key(GhlFdwScanState *st);
 static void fetch_next_page(GhlFdwScanState *st);
+static void advance_cursor(StringInfo cursor, GhlJsonPage *page, int nrows,
+						   const char *server_name);
+static void list_keys(GhlFdwScanState *st);
 static GhlJsonPage *execute_request(GhlConnection **conn, GhlOptions *options,
 									const GhlEndpoint *ep, GhlRequest *request,
 									GhlRequestStats *stats);
@@ -560,36 +564,15 @@ evaluate_parameters(GhlFdwScanState *st, ExprContext *econtext)
 		st->query = query.data;
 	}
 
-	if (ok && plan->endpoint == GHL_EP_CALENDAR_EVENTS)
+	if (ok && (plan->endpoint == GHL_EP_CALENDAR_EVENTS ||
+			   plan->array_slot == GHL_ARRAY_EVERY_CONTACT))
 	{
-		/* the calendars of the location do not change during a query */
-		if (!st->calendars_fetched)
-		{
-			GhlRequest request = {0};
-
-			MemoryContextReset(st->page_cxt);
-			MemoryContextSwitchTo(st->page_cxt);
-			request.path = psprintf("%s?locationId=%s",
-									ghl_endpoint(GHL_EP_CALENDARS)->path,
-									ghl_url_escape(st->options->location_id));
-			st->page = execute_request(&st->conn, st->options,
-									   ghl_endpoint(GHL_EP_CALENDARS), &request,
-									   &st->stats);
-			st->pages++;
-			MemoryContextSwitchTo(st->scan_cxt);
-			foreach(lc, ghl_json_page_strings(st->page, "id"))
-			{
-				if (lfirst(lc) != NULL)
-					st->calendar_ids = lappend(st->calendar_ids, lfirst(lc));
-			}
-			st->calendars_fetched = true;
-			MemoryContextSwitchTo(st->run_cxt);
-			MemoryContextReset(st->page_cxt);
-			st->page = NULL;
-		}
-		st->nkeys = list_length(st->calendar_ids);
+		/* the calendars or contacts of the location do not change meanwhile */
+		if (!st->keys_listed)
+			list_keys(st);
+		st->nkeys = list_length(st->listed_keys);
 		st->keys = palloc(sizeof(char *) * Max(st->nkeys, 1));
-		foreach(lc, st->calendar_ids)
+		foreach(lc, st->listed_keys)
 			st->keys[foreach_current_index(lc)] = lfirst(lc);
 	}
 	else if (ok && st->keys == NULL)
@@ -727,7 +710,8 @@ next_key(GhlFdwScanState *st)
 		resetStringInfo(&st->id_value);
 		appendStringInfoString(&st->id_value, key);
 	}
-	else if (st->plan->array_slot == GHL_ARRAY_CONTACT)
+	else if (st->plan->array_slot == GHL_ARRAY_CONTACT ||
+			 st->plan->array_slot == GHL_ARRAY_EVERY_CONTACT)
 	{
 		resetStringInfo(&st->contact_value);
 		appendStringInfoString(&st->contact_value, key);
@@ -849,25 +833,88 @@ fetch_next_page(GhlFdwScanState *st)
 	else if (ep->paging == GHL_PAGING_SKIP)
 		st->skip += nrows;
 	else
-	{
-		char	   *cursor = ghl_json_row_cursor(st->page, nrows - 1);
+		advance_cursor(&st->cursor, st->page, nrows, options->server_name);
+	MemoryContextSwitchTo(oldcxt);
+}
 
-		if (cursor == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
-					 errmsg("GHL server \"%s\" returned a full page without a searchAfter cursor",
-							options->server_name),
-					 errhint("The scan cannot continue past this page.")));
-		/* a cursor that does not move would page forever */
-		if (st->cursor.len > 0 && strcmp(cursor, st->cursor.data) == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_FDW_ERROR),
-					 errmsg("GHL server \"%s\" returned the same page twice",
-							options->server_name),
-					 errdetail("The searchAfter cursor did not advance.")));
-		resetStringInfo(&st->cursor);
-		appendStringInfoString(&st->cursor, cursor);
-	}
+/*
+ * Take the searchAfter cursor of a full page's last row for the next page.
+ */
+static void
+advance_cursor(StringInfo cursor, GhlJsonPage *page, int nrows,
+			   const char *server_name)
+{
+	char	   *next = ghl_json_row_cursor(page, nrows - 1);
+
+	if (next == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+				 errmsg("GHL server \"%s\" returned a full page without a searchAfter cursor",
+						server_name),
+				 errhint("The scan cannot continue past this page.")));
+	/* a cursor that does not move would page forever */
+	if (cursor->len > 0 && strcmp(next, cursor->data) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_ERROR),
+				 errmsg("GHL server \"%s\" returned the same page twice",
+						server_name),
+				 errdetail("The searchAfter cursor did not advance.")));
+	resetStringInfo(cursor);
+	appendStringInfoString(cursor, next);
+}
+
+/*
+ * List the keys a location-wide run repeats its requests for, once per
+ * scan and into the scan's context: the ids of the location's calendars,
+ * or of all its contacts for a fan-out.
+ */
+static void
+list_keys(GhlFdwScanState *st)
+{
+	bool		contacts = (st->plan->array_slot == GHL_ARRAY_EVERY_CONTACT);
+	const GhlEndpoint *ep = ghl_endpoint(contacts ? GHL_EP_CONTACTS_SEARCH :
+										 GHL_EP_CALENDARS);
+	MemoryContext oldcxt = MemoryContextSwitchTo(st->scan_cxt);
+	StringInfoData cursor;
+	bool		more;
+
+	initStringInfo(&cursor);
+	do
+	{
+		GhlRequest request = {0};
+		GhlJsonPage *page;
+		ListCell   *lc;
+
+		MemoryContextReset(st->page_cxt);
+		MemoryContextSwitchTo(st->page_cxt);
+		if (contacts)
+		{
+			request.path = ep->path;
+			request.body = ghl_json_search_body(st->options->location_id,
+												st->options->page_size,
+												cursor.len > 0 ? cursor.data : NULL,
+												NIL, NULL, NULL, false);
+		}
+		else
+			request.path = psprintf("%s?locationId=%s", ep->path,
+									ghl_url_escape(st->options->location_id));
+		page = execute_request(&st->conn, st->options, ep, &request, &st->stats);
+		st->pages++;
+
+		MemoryContextSwitchTo(st->scan_cxt);
+		foreach(lc, ghl_json_page_strings(page, "id"))
+		{
+			if (lfirst(lc) != NULL)
+				st->listed_keys = lappend(st->listed_keys, lfirst(lc));
+		}
+		more = contacts && ghl_json_page_rows(page) == st->options->page_size;
+		if (more)
+			advance_cursor(&cursor, page, st->options->page_size,
+						   st->options->server_name);
+	} while (more);
+
+	MemoryContextReset(st->page_cxt);
+	st->keys_listed = true;
 	MemoryContextSwitchTo(oldcxt);
 }
 

@@ -325,7 +325,8 @@ typedef enum GhlArraySlot
 {
 	GHL_ARRAY_NONE,
 	GHL_ARRAY_ID,				/* id = ANY(...): one request per id */
-	GHL_ARRAY_CONTACT			/* contact_id = ANY(...): one per contact */
+	GHL_ARRAY_CONTACT,			/* contact_id = ANY(...): one per contact */
+	GHL_ARRAY_EVERY_CONTACT		/* fan-out: one per contact of the location */
 } GhlArraySlot;
 
 /* One condition sent to the API; its value is fdw_exprs[expr]. */
@@ -347,7 +348,7 @@ typedef struct GhlRequestPlan
 	GhlEndpointKind endpoint;	/* GHL_NUM_ENDPOINTS: no endpoint can answer */
 	int			id_expr;		/* index into fdw_exprs of the id, or -1 */
 	int			contact_expr;	/* same for the contact id */
-	GhlArraySlot array_slot;	/* which of the two is an array */
+	GhlArraySlot array_slot;	/* which of the two repeats, and why */
 	List	   *filters;		/* GhlPushedFilter */
 	int			query_expr;		/* free-text search, or -1 */
 	char	   *sort_field;		/* API sort field, or NULL */

@@ -32,6 +32,7 @@
 #include "optimizer/optimizer.h"
 #include "parser/parsetree.h"
 #include "utils/array.h"
+#include "utils/builtins.h"
 #include "utils/lsyscache.h"
 
 /* planner's guess at the tasks, notes or appointments of one contact */
@@ -88,6 +89,7 @@ static void add_filter(ClauseMatches *m, RestrictInfo *rinfo,
 					   const GhlPushable *pushable, const char *op,
 					   Expr *value);
 static bool has_window(List *filters);
+static bool fan_out_allowed(PlannerInfo *root, RelOptInfo *baserel);
 static int	add_expr(List **fdw_exprs, Expr *expr);
 static double array_values(Expr *array);
 static Oid	timestamptz_btree_family(void);
@@ -176,6 +178,18 @@ ghl_plan_request(PlannerInfo *root, RelOptInfo *baserel,
 	}
 	if (plan->endpoint == GHL_EP_CALENDAR_EVENTS && !has_window(m.filters))
 		plan->endpoint = GHL_NUM_ENDPOINTS;
+	if (plan->endpoint == GHL_NUM_ENDPOINTS &&
+		resource->by_contact_endpoint != GHL_NUM_ENDPOINTS && fan_out_allowed(root, baserel))
+	{
+		/* the table allows asking every contact: that is what it costs */
+		double		contacts = ghl_resource_by_name("contacts")->rows_estimate;
+
+		plan->endpoint = resource->by_contact_endpoint;
+		plan->array_slot = GHL_ARRAY_EVERY_CONTACT;
+		plan->estimated_rows = contacts * GHL_ROWS_PER_CONTACT;
+		plan->estimated_requests = contacts + ceil(contacts / options->page_size);
+		return plan;
+	}
 	if (plan->endpoint == GHL_NUM_ENDPOINTS)
 	{
 		plan->estimated_rows = resource->rows_estimate;
@@ -250,12 +264,12 @@ ghl_plan_require_endpoint(GhlRequestPlan *plan, const GhlResource *resource)
 				(errcode(ERRCODE_FDW_UNABLE_TO_CREATE_EXECUTION),
 				 errmsg("the GHL API lists the %s of a location only for a time window",
 						resource->name),
-				 errhint("Add WHERE start_time >= ... AND start_time < ..., or WHERE contact_id = ..., or join %s to contacts on contact_id.",
+				 errhint("Add WHERE start_time >= ... AND start_time < ..., or WHERE contact_id = ..., or join %s to contacts on contact_id, or allow one request per contact with ALTER FOREIGN TABLE ... OPTIONS (ADD fan_out 'true').",
 						 resource->name)));
 	ereport(ERROR,
 			(errcode(ERRCODE_FDW_UNABLE_TO_CREATE_EXECUTION),
 			 errmsg("the GHL API cannot list all %s of a location", resource->name),
-			 errhint("Add WHERE contact_id = ... or join %s to contacts on contact_id.",
+			 errhint("Add WHERE contact_id = ... or join %s to contacts on contact_id, or allow one request per contact with ALTER FOREIGN TABLE ... OPTIONS (ADD fan_out 'true').",
 					 resource->name)));
 }
 
@@ -466,6 +480,17 @@ has_window(List *filters)
 	return lower && upper;
 }
 
+/* Whether the table's fan_out option allows one request per contact. */
+static bool
+fan_out_allowed(PlannerInfo *root, RelOptInfo *baserel)
+{
+	char	   *value = ghl_get_table_option(planner_rt_fetch(baserel->relid, root)->relid,
+											 "fan_out");
+	bool		result = false;
+
+	return value != NULL && parse_bool(value, &result) && result;
+}
+
 static int
 add_expr(List **fdw_exprs, Expr *expr)
 {
@@ -614,6 +639,10 @@ ghl_request_plan_describe(GhlRequestPlan *plan, const GhlResource *resource)
 			return psprintf("%s %s per id", ep->method, path);
 		case GHL_ARRAY_CONTACT:
 			return psprintf("%s %s per contact", ep->method, path);
+		case GHL_ARRAY_EVERY_CONTACT:
+			return psprintf("%s %s per contact of %s %s", ep->method, path,
+							ghl_endpoint(GHL_EP_CONTACTS_SEARCH)->method,
+							ghl_endpoint(GHL_EP_CONTACTS_SEARCH)->path);
 		case GHL_ARRAY_NONE:
 			break;
 	}
