@@ -97,7 +97,7 @@ DECLARE
     src name := 'ghl_fdw_src_' || server_name;
     missing text[];
 BEGIN
-    IF length('ghl_fdw_src_' || server_name) > 63 THEN
+    IF octet_length('ghl_fdw_src_' || server_name) >= 64 THEN
         RAISE EXCEPTION 'ghl_fdw server name "%" is too long to sync', server_name
             USING ERRCODE = 'name_too_long',
                   HINT = 'Sync needs a server name of at most 51 characters.';
