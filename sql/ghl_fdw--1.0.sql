@@ -309,7 +309,9 @@ BEGIN
                 run.requests := contact_requests;
             ELSE
                 -- the children of every covered contact, one request per
-                -- contact and resource (the API lists them per contact)
+                -- contact and resource (the API lists them per contact);
+                -- OFFSET 0 keeps the subquery a per-contact scan whose
+                -- contact_id = c.id becomes the request path
                 run.requests := ghl_fdw._sync_fetch(format(
                     'INSERT INTO pg_temp.%I SELECT x.* FROM pg_temp.ghl_fdw_stage_contacts c '
                     'CROSS JOIN LATERAL (SELECT %s FROM %I.%I t WHERE t.contact_id = c.id OFFSET 0) x',
