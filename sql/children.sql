@@ -36,6 +36,17 @@ FROM ghl.tasks t
 JOIN (SELECT j FROM state, jsonb_array_elements(s->'tasks') AS j) x ON x.j->>'id' = t.id
 WHERE t.contact_id = (SELECT contact_id FROM busy);
 
+-- appointment times without a zone are read as UTC, whatever the session's
+-- TimeZone (the mock's state has the same instants with an offset)
+SET timezone = 'America/New_York';
+SELECT count(*) > 0 AS some,
+       bool_and(a.start_time = (j->>'startTime')::timestamptz) AS start_ok,
+       bool_and(a.end_time = (j->>'endTime')::timestamptz) AS end_ok
+FROM ghl.appointments a
+JOIN (SELECT j FROM state, jsonb_array_elements(s->'appointments') AS j) x ON x.j->>'id' = a.id
+WHERE a.contact_id = (SELECT contact_id FROM busy);
+RESET timezone;
+
 -- one task and one note by id: one GET each; an unknown id is zero rows
 SELECT test.mock_forget();
 CREATE TEMP TABLE one AS

@@ -50,6 +50,7 @@ static Datum json_to_datum(json_object *value, GhlColumnMap *col, bool *isnull);
 static Datum scalar_to_datum(json_object *value, FmgrInfo *input, Oid ioparam,
 							 int32 typmod, bool is_timestamp);
 static void conversion_error_callback(void *arg);
+static const char *utc_if_zoneless(const char *text);
 static bool custom_field_value(json_object *obj, const char *id,
 							   json_object **value);
 static json_object *search_filter(GhlFilterValue *fv);
@@ -280,6 +281,26 @@ json_to_datum(json_object *value, GhlColumnMap *col, bool *isnull)
 						   col->is_timestamp);
 }
 
+/*
+ * Some endpoints write times without a zone ("2021-07-16 11:00:00", the
+ * per-contact appointments).  Read them as UTC, so a value never depends
+ * on the session's TimeZone setting.
+ */
+static const char *
+utc_if_zoneless(const char *text)
+{
+	size_t		len = strlen(text);
+
+	/* "YYYY-MM-DD" alone, or followed by a time without Z or an offset */
+	if (len == 10 && text[4] == '-' && text[7] == '-')
+		return psprintf("%s 00:00:00+00", text);
+	if (len > 10 && text[4] == '-' && text[7] == '-' &&
+		(text[10] == ' ' || text[10] == 'T') &&
+		strpbrk(text + 10, "Zz+-") == NULL)
+		return psprintf("%s+00", text);
+	return text;
+}
+
 static Datum
 scalar_to_datum(json_object *value, FmgrInfo *input, Oid ioparam,
 				int32 typmod, bool is_timestamp)
@@ -287,8 +308,13 @@ scalar_to_datum(json_object *value, FmgrInfo *input, Oid ioparam,
 	switch (json_object_get_type(value))
 	{
 		case json_type_string:
-			return InputFunctionCall(input, (char *) json_object_get_string(value),
-									 ioparam, typmod);
+			{
+				const char *text = json_object_get_string(value);
+
+				if (is_timestamp)
+					text = utc_if_zoneless(text);
+				return InputFunctionCall(input, (char *) text, ioparam, typmod);
+			}
 		case json_type_int:
 		case json_type_double:
 			if (is_timestamp)
