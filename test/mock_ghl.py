@@ -736,6 +736,7 @@ class TokenAuthority:
 
     def __init__(self, args, config):
         self.args, self.config = args, config
+        self.issued = []        # every token ever issued, for leak checks; reset keeps it
         self.reset()
 
     def reset(self):
@@ -765,6 +766,7 @@ class TokenAuthority:
         if with_refresh:
             answer["refresh_token"] = f"rt-{self.serial}-{uuid.uuid4().hex}"
             self.refresh[answer["refresh_token"]] = {"userType": user_type}
+        self.issued += [answer[k] for k in ("access_token", "refresh_token") if k in answer]
         answer.update(scope=" ".join(self.config["scopes"]), userType=user_type,
                       companyId=self.args.company_id, userId="mock-user")
         if location_id:
@@ -1621,6 +1623,10 @@ class AdminApi:
             else:
                 raise ValueError(f"unknown config key or wrong type: {key}")
         return dict(config)
+
+    def get_issued_tokens(self, req, body):
+        """Every access and refresh token issued since the mock started, so tests can grep for leaks."""
+        return {"tokens": list(self.app.tokens.issued)}
 
     def get_stats(self, req, body):
         stats = self.app.recorder.stats     # copied: it is serialised after the lock is released
