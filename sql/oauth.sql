@@ -3,7 +3,6 @@
 -- client credentials, Company -> location tokens, scopes, and what survives
 -- a ROLLBACK.  No token or secret is ever printed: only booleans about them.
 --
-\getenv mock_url MOCK_URL
 -- a fresh token authority: the seed refresh token rt-seed-0 is unspent
 SELECT test.mock_reset(100);
 
@@ -34,14 +33,23 @@ LANGUAGE sql AS $$
     WHERE m.srvname = server AND m.usename = current_user
 $$;
 
-CREATE SERVER ghl_oauth FOREIGN DATA WRAPPER ghl_fdw
-    OPTIONS (location_id 've9EPM428h8vShlRW1KT', base_url :'mock_url',
-             max_retries '0');
-CREATE USER MAPPING FOR CURRENT_USER SERVER ghl_oauth
-    OPTIONS (client_id 'mock-client', client_secret 'mock-secret',
-             refresh_token 'rt-seed-0');
-CREATE SCHEMA oauth;
-IMPORT FOREIGN SCHEMA ghl LIMIT TO (contacts) FROM SERVER ghl_oauth INTO oauth;
+-- a server on the mock, the current user's mapping for it, and its contacts
+-- in schema target
+CREATE FUNCTION test.oauth_server(server text, target text, mapping_options text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('CREATE SERVER %I FOREIGN DATA WRAPPER ghl_fdw OPTIONS '
+                   '(location_id %L, base_url %L, max_retries %L)', server,
+                   've9EPM428h8vShlRW1KT', (SELECT mock_url FROM test.env), '0');
+    EXECUTE format('CREATE USER MAPPING FOR CURRENT_USER SERVER %I OPTIONS (%s)',
+                   server, mapping_options);
+    EXECUTE format('CREATE SCHEMA %I', target);
+    EXECUTE format('IMPORT FOREIGN SCHEMA ghl LIMIT TO (contacts) FROM SERVER %I INTO %I',
+                   server, target);
+END $$;
+
+SELECT test.oauth_server('ghl_oauth', 'oauth', $$client_id 'mock-client',
+    client_secret 'mock-secret', refresh_token 'rt-seed-0'$$);
 
 -- nothing stored before the first use
 SELECT * FROM ghl_fdw.token_status('ghl_oauth');
@@ -150,13 +158,8 @@ SELECT count(*) FROM oauth.contacts WHERE id = 'nonexistent-id';
 SELECT ghl_fdw.require_scope('ghl_oauth');
 
 -- the client_credentials grant: no refresh token to keep
-CREATE SERVER ghl_cc FOREIGN DATA WRAPPER ghl_fdw
-    OPTIONS (location_id 've9EPM428h8vShlRW1KT', base_url :'mock_url',
-             max_retries '0');
-CREATE USER MAPPING FOR CURRENT_USER SERVER ghl_cc
-    OPTIONS (client_id 'mock-client', client_secret 'mock-secret');
-CREATE SCHEMA oauth_cc;
-IMPORT FOREIGN SCHEMA ghl LIMIT TO (contacts) FROM SERVER ghl_cc INTO oauth_cc;
+SELECT test.oauth_server('ghl_cc', 'oauth_cc',
+    $$client_id 'mock-client', client_secret 'mock-secret'$$);
 SELECT test.mock_forget();
 SELECT count(*) FROM oauth_cc.contacts;
 SELECT method, path, body->>'grant_type' AS grant_type, status FROM test.requests();
@@ -186,14 +189,8 @@ SELECT count(*) FROM oauth_cc.contacts WHERE id = 'nonexistent-id';
 SELECT method, path, status FROM test.requests();
 
 -- Company: the agency token buys a token of the server's location
-CREATE SERVER ghl_company FOREIGN DATA WRAPPER ghl_fdw
-    OPTIONS (location_id 've9EPM428h8vShlRW1KT', base_url :'mock_url',
-             max_retries '0');
-CREATE USER MAPPING FOR CURRENT_USER SERVER ghl_company
-    OPTIONS (client_id 'mock-client', client_secret 'mock-secret',
-             user_type 'Company');
-CREATE SCHEMA oauth_company;
-IMPORT FOREIGN SCHEMA ghl LIMIT TO (contacts) FROM SERVER ghl_company INTO oauth_company;
+SELECT test.oauth_server('ghl_company', 'oauth_company',
+    $$client_id 'mock-client', client_secret 'mock-secret', user_type 'Company'$$);
 SELECT test.mock_forget();
 SELECT count(*) FROM oauth_company.contacts;
 SELECT method, path, version, body, status FROM test.requests();

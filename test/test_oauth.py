@@ -56,6 +56,16 @@ def worker_running():
             "WHERE backend_type = 'ghl_fdw token refresh'")
 
 
+def revoke_tokens(token_delay_ms=None):
+    """The API stops accepting every token it issued; stats start over.  A
+    slow token endpoint keeps the refresh going while others arrive."""
+    mock("POST", "/_mock/config", {"expire_all_tokens": True})
+    mock("DELETE", "/_mock/stats")
+    if token_delay_ms:
+        mock("POST", "/_mock/faults", {"method": "POST", "path": "^/oauth/token$",
+                                       "kind": "delay", "delay_ms": token_delay_ms})
+
+
 def refreshes():
     return mock("GET", "/_mock/stats")["refreshes"]
 
@@ -101,11 +111,7 @@ DROP SERVER {SERVER} CASCADE;
 
     def test_eight_backends_rejected_token_one_refresh(self):
         # the API revokes the token all eight start with: each gets a 401
-        mock("POST", "/_mock/config", {"expire_all_tokens": True})
-        mock("DELETE", "/_mock/stats")
-        # a slow token endpoint, so the others arrive while one refreshes
-        mock("POST", "/_mock/faults", {"method": "POST", "path": "^/oauth/token$",
-                                       "kind": "delay", "delay_ms": 1000})
+        revoke_tokens(token_delay_ms=1000)
         self.run_eight()
         self.assertEqual(refreshes(), 1)
 
@@ -113,19 +119,13 @@ DROP SERVER {SERVER} CASCADE;
         # the stored token has expired: each backend sees it before any request
         run(f"UPDATE ghl_fdw.token_store SET expires_at = now() - interval '1 minute' "
             f"WHERE umid = {UMID};")
-        mock("POST", "/_mock/config", {"expire_all_tokens": True})
-        mock("DELETE", "/_mock/stats")
-        mock("POST", "/_mock/faults", {"method": "POST", "path": "^/oauth/token$",
-                                       "kind": "delay", "delay_ms": 1000})
+        revoke_tokens(token_delay_ms=1000)
         self.run_eight()
         self.assertEqual(refreshes(), 1)
         self.assertEqual(mock("GET", "/_mock/stats")["token_requests"], 1)
 
     def test_backend_terminated_during_refresh(self):
-        mock("POST", "/_mock/config", {"expire_all_tokens": True})
-        mock("DELETE", "/_mock/stats")
-        mock("POST", "/_mock/faults", {"method": "POST", "path": "^/oauth/token$",
-                                       "kind": "delay", "delay_ms": 2000})
+        revoke_tokens(token_delay_ms=2000)
         victim = start_psql("SET application_name = 'ghl_oauth_victim';\n" + COUNT_SQL)
         wait_for(worker_running())
         run("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -141,8 +141,7 @@ DROP SERVER {SERVER} CASCADE;
         self.assertNotIn("/oauth/token", paths)
 
     def test_backend_terminated_after_refresh_in_open_transaction(self):
-        mock("POST", "/_mock/config", {"expire_all_tokens": True})
-        mock("DELETE", "/_mock/stats")
+        revoke_tokens()
         victim = start_psql("SET application_name = 'ghl_oauth_victim';\nBEGIN;\n"
                             + COUNT_SQL + "SELECT pg_sleep(60);\n")
         wait_for("SELECT count(*) > 0 FROM pg_stat_activity WHERE "
@@ -151,6 +150,19 @@ DROP SERVER {SERVER} CASCADE;
         run("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE application_name = 'ghl_oauth_victim';")
         self.assertNotEqual(finish(victim)[0], 0)
+        _, out, _ = run(COUNT_SQL)
+        self.assertEqual(out, self.contacts)
+        self.assertEqual(refreshes(), 1)
+
+    def test_statement_timeout_while_refreshing(self):
+        revoke_tokens(token_delay_ms=2000)
+        start = time.time()
+        rc, _, err = run("SET statement_timeout = '300ms';\n" + COUNT_SQL, check=False)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("statement timeout", err)
+        self.assertLess(time.time() - start, 1.5)
+        # the worker goes on and commits; the next session uses its token
+        wait_for(f"SELECT NOT ({worker_running()})")
         _, out, _ = run(COUNT_SQL)
         self.assertEqual(out, self.contacts)
         self.assertEqual(refreshes(), 1)
