@@ -77,4 +77,4 @@ AS 'MODULE_PATHNAME', 'ghl_fdw_require_scope'
 LANGUAGE C STRICT;
 
 COMMENT ON FUNCTION ghl_fdw.require_scope(text, text)
-  IS 'fail unless the current user''s token on a GHL server has the scope (and, for contacts.write, the server is not read_only)';
+  IS 'fail unless the current user''s token on a GHL server has the scope (and, for a write scope, the server is not read_only)';

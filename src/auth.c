@@ -475,7 +475,8 @@ scope_listed(const char *scopes, const char *scope)
 
 /*
  * Fail before any request when the token is known to lack a scope the
- * request needs (writes need contacts.write), or the server is read_only.
+ * request needs (writes need contacts.write), or it is a write scope and
+ * the server is read_only.
  * Scopes of a static token are unknown, so the API decides for those.
  */
 void
@@ -483,8 +484,9 @@ ghl_auth_require_scope(GhlConnection *conn, GhlOptions *options,
 					   const char *scope)
 {
 	GhlCachedToken *entry;
+	size_t		len = strlen(scope);
 
-	if (options->read_only && strcmp(scope, "contacts.write") == 0)
+	if (options->read_only && len >= 6 && strcmp(scope + len - 6, ".write") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("GHL server \"%s\" is read_only", options->server_name),

@@ -140,6 +140,12 @@ obtain_token(GhlTokenJob *job)
 		}
 	}
 
+	if (strlen(token.access_token) >= sizeof(job->access_token) ||
+		(token.scopes && strlen(token.scopes) >= sizeof(job->scopes)))
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("token or scope list from GHL server \"%s\" exceeds %d bytes",
+						options->server_name, GHL_TOKEN_MAX - 1)));
 	job_copy(job->access_token, sizeof(job->access_token), token.access_token);
 	job_copy(job->scopes, sizeof(job->scopes), token.scopes);
 	job->expires_at = token.expires_at;
