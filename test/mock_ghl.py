@@ -11,7 +11,8 @@ X-RateLimit-* headers, and a validator that rejects unknown properties.
 
 Tests drive it through an unauthenticated admin API under /_mock/ (request
 log, fault injection, runtime config, stats, state dump, seeded mutations,
-reset).  Standard library only, so it runs wherever the tests run.
+reset, the tokens it issued).  Standard library only, so it runs wherever
+the tests run.
 """
 
 import argparse
