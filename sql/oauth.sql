@@ -205,6 +205,27 @@ SELECT test.mock_forget();
 SELECT count(*) FROM oauth_company.contacts WHERE id = 'nonexistent-id';
 SELECT method, path, status FROM test.requests();
 
+-- Company with a rotating refresh token: the refresh_token grant gives the
+-- agency token, which buys the location token
+SELECT r->>'refresh_token' AS company_seed
+FROM test.mock('POST', '/oauth/token',
+               '{"grant_type": "authorization_code", "code": "oauth-suite-2",
+                 "client_id": "mock-client", "client_secret": "mock-secret",
+                 "user_type": "Company"}') AS r
+\gset
+ALTER USER MAPPING FOR CURRENT_USER SERVER ghl_company
+    OPTIONS (ADD refresh_token :'company_seed');
+SELECT test.mock_forget();
+SELECT count(*) FROM oauth_company.contacts WHERE id = 'nonexistent-id';
+SELECT method, path, body->>'grant_type' AS grant_type, body->>'user_type' AS user_type,
+       status
+FROM test.requests();
+SELECT mode, user_type, location_id, company_id FROM ghl_fdw.token_status('ghl_company');
+SELECT refresh_token IS NOT NULL AS has_refresh_token FROM test.stored('ghl_company');
+
+-- a static token: nothing to store or refresh
+SELECT * FROM ghl_fdw.token_status('ghl');
+
 -- other roles: no mapping, a clear error; the store is closed to them even
 -- when their own queries go through it
 CREATE ROLE ghl_oauth_other;
