@@ -30,6 +30,7 @@
 #include "storage/ipc.h"
 #include "storage/lock.h"
 #include "tcop/tcopprot.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
@@ -171,6 +172,15 @@ ghl_token_worker_main(Datum arg)
 	job = (GhlTokenJob *) dsm_segment_address(seg);
 
 	BackgroundWorkerInitializeConnectionByOid(job->dboid, job->owner, 0);
+
+	/*
+	 * The store must be re-read after the lock is granted, which takes a
+	 * snapshot per statement, and written: whatever the database's defaults.
+	 */
+	SetConfigOption("default_transaction_isolation", "read committed",
+					PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_read_only", "off",
+					PGC_SUSET, PGC_S_OVERRIDE);
 	pgstat_report_activity(STATE_RUNNING, "ghl_fdw token refresh");
 
 	PG_TRY();
