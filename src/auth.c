@@ -134,7 +134,8 @@ append_form_field(StringInfo body, const char *name, const char *value)
  * POST a form to a token endpoint and parse the answer.  The body holds
  * secrets and so does the answer: both are wiped once used.  A refusal of
  * the grant itself (400 invalid_grant, 401 invalid_client) means a human
- * has to act, and says so; other failures keep the transport's error.
+ * has to act, and says which credential; other failures keep the
+ * transport's error.
  */
 static void
 token_request(GhlConnection *conn, GhlOptions *options, GhlRequest *request,
@@ -154,6 +155,7 @@ token_request(GhlConnection *conn, GhlOptions *options, GhlRequest *request,
 	PG_CATCH();
 	{
 		ErrorData  *edata;
+		bool		client;
 
 		explicit_bzero(body->data, body->len);
 		MemoryContextSwitchTo(cxt);
@@ -163,18 +165,21 @@ token_request(GhlConnection *conn, GhlOptions *options, GhlRequest *request,
 			 edata->sqlerrcode != ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION))
 			PG_RE_THROW();
 		FlushErrorState();
+		/* a 401 names the client; a 400 (invalid_grant) the refresh token */
+		client = edata->sqlerrcode == ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION ||
+			options->auth_mode != GHL_AUTH_REFRESH_TOKEN;
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
-				 options->auth_mode == GHL_AUTH_REFRESH_TOKEN ?
-				 errmsg("GHL server \"%s\" refused the refresh token: re-authorization is needed",
-						options->server_name) :
+				 client ?
 				 errmsg("GHL server \"%s\" refused the OAuth client credentials",
+						options->server_name) :
+				 errmsg("GHL server \"%s\" refused the refresh token: re-authorization is needed",
 						options->server_name),
 				 edata->detail ? errdetail("%s", edata->detail) : 0,
-				 options->auth_mode == GHL_AUTH_REFRESH_TOKEN ?
-				 errhint("Authorize the app again, then set the new refresh token with ALTER USER MAPPING FOR CURRENT_USER SERVER %s OPTIONS (SET refresh_token '...'); the stored tokens were left unchanged.",
-						 options->server_name) :
+				 client ?
 				 errhint("Check client_id and client_secret in the user mapping for server \"%s\".",
+						 options->server_name) :
+				 errhint("Authorize the app again, then set the new refresh token with ALTER USER MAPPING FOR CURRENT_USER SERVER %s OPTIONS (SET refresh_token '...'); the stored tokens were left unchanged.",
 						 options->server_name)));
 	}
 	PG_END_TRY();
