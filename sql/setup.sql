@@ -87,3 +87,17 @@ RESET client_min_messages;
 \d ghl.tasks
 \d ghl.notes
 \d ghl.appointments
+
+-- test.requests() without requests that carried an injected fault: a
+-- request an earlier suite delayed is logged only when it ends, possibly
+-- during a later suite
+CREATE FUNCTION test.unfaulted_requests()
+RETURNS TABLE (seq int, method text, path text, query jsonb, body jsonb,
+               version text, status int)
+LANGUAGE sql AS $$
+    SELECT x.* FROM test.mock('GET', '/_mock/requests?format=jsonl') AS r,
+        jsonb_to_record(r) AS x(seq int, method text, path text, query jsonb,
+                                body jsonb, version text, status int)
+    WHERE r->>'fault' IS NULL
+    ORDER BY x.seq
+$$;

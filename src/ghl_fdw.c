@@ -19,21 +19,27 @@
 #include "access/sysattr.h"
 #include "access/table.h"
 #include "catalog/pg_type.h"
+#include "commands/defrem.h"
 #include "commands/explain.h"
 #include "executor/executor.h"
 #include "foreign/fdwapi.h"
 #include "foreign/foreign.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
+#include "optimizer/paths.h"
 #include "optimizer/pathnode.h"
 #include "optimizer/planmain.h"
 #include "optimizer/restrictinfo.h"
 #include "parser/parsetree.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/ruleutils.h"
+#include "utils/timestamp.h"
 
 /* cost of one API round trip, in units of seq_page_cost */
 #define GHL_REQUEST_COST	1000.0
@@ -44,10 +50,15 @@
 typedef struct GhlPlanState
 {
 	const GhlResource *resource;
-	GhlRequestPlan *plan;
-	List	   *fdw_exprs;
 	Bitmapset  *attrs_used;
 } GhlPlanState;
+
+/* Indexes into ForeignPath.fdw_private: the path's own request plan. */
+enum GhlPathPrivateIndex
+{
+	GhlPathRequestPlan,			/* the GhlRequestPlan as a list */
+	GhlPathFdwExprs				/* the values it computes at run time */
+};
 
 /* Indexes into ForeignScan.fdw_private. */
 enum GhlScanPrivateIndex
@@ -69,17 +80,36 @@ typedef struct GhlFdwScanState
 	List	   *fdw_expr_states;
 	StringInfoData id_value;	/* the id to fetch, for by-id endpoints */
 	StringInfoData contact_value;	/* the contact whose rows to fetch */
+	List	   *filter_values;	/* GhlFilterValue of this run */
+	char	   *query;			/* free-text search of this run, or NULL */
+
+	/*
+	 * A run repeats the endpoint once per key: each value of an id or
+	 * contact id array, each calendar of the location, or each contact of
+	 * the location for a table that allows the fan-out.
+	 */
+	char	  **keys;
+	int			nkeys;
+	int			next_key;
+	List	   *listed_keys;	/* calendars or contacts, listed once per scan */
+	bool		keys_listed;
+	char	   *calendar_id;
 
 	GhlColumnMap *columns;		/* the columns the query reads */
 	int			ncolumns;
+	int			query_attindex; /* the filter-only search column, or -1 */
 
 	/* paging */
 	GhlJsonPage *page;
 	int			next_row;
-	bool		exhausted;
+	bool		exhausted;		/* no more pages for the current key */
 	bool		started;		/* parameters evaluated for this run */
+	bool		first_request;	/* the next request is the run's first */
 	StringInfoData cursor;		/* searchAfter of the previous page */
+	int			skip;			/* rows of the current key already read */
 
+	MemoryContext scan_cxt;		/* lives as long as the scan */
+	MemoryContext run_cxt;		/* values of the current (re)scan */
 	MemoryContext page_cxt;		/* the current response and its JSON */
 	MemoryContext tuple_cxt;	/* the current tuple's values */
 
@@ -105,14 +135,37 @@ static void ghlExplainForeignScan(ForeignScanState *node, ExplainState *es);
 static List *ghlImportForeignSchema(ImportForeignSchemaStmt *stmt,
 									Oid serverOid);
 
+static void add_scan_path(PlannerInfo *root, RelOptInfo *baserel,
+						  GhlPlanState *ps, List *clauses, List *pathkeys,
+						  Relids required_outer, double rows, double limit);
+static List *add_param_info(PlannerInfo *root, RelOptInfo *baserel,
+							RestrictInfo *rinfo, List *ppi_list);
+static bool member_reads_field(PlannerInfo *root, RelOptInfo *rel,
+							   EquivalenceClass *ec, EquivalenceMember *em,
+							   void *arg);
 static GhlColumnMap *build_column_maps(Relation rel, List *attnums,
 									   const GhlResource *resource,
-									   int *ncolumns);
+									   int *ncolumns, int *query_attindex);
 static void start_scan(GhlFdwScanState *st);
 static bool evaluate_parameters(GhlFdwScanState *st, ExprContext *econtext);
 static bool evaluate_text_parameter(GhlFdwScanState *st, ExprContext *econtext,
 									int expr_index, StringInfo buf);
+static bool evaluate_keys(GhlFdwScanState *st, ExprContext *econtext,
+						  int expr_index);
+static bool evaluate_filter(GhlFdwScanState *st, ExprContext *econtext,
+							GhlPushedFilter *filter);
+static bool next_key(GhlFdwScanState *st);
 static void fetch_next_page(GhlFdwScanState *st);
+static void advance_cursor(StringInfo cursor, GhlJsonPage *page, int nrows,
+						   const char *server_name);
+static void list_keys(GhlFdwScanState *st);
+static GhlJsonPage *execute_request(GhlConnection **conn, GhlOptions *options,
+									const GhlEndpoint *ep, GhlRequest *request,
+									GhlRequestStats *stats);
+static List *custom_field_columns(Oid serverOid, const GhlResource *resource);
+static char *calendar_events_path(GhlFdwScanState *st);
+static void explain_filters(ForeignScanState *node, GhlRequestPlan *plan,
+							ExplainState *es);
 
 /*
  * The handler: tells PostgreSQL which callbacks implement the FDW.
@@ -136,18 +189,22 @@ ghl_fdw_handler(PG_FUNCTION_ARGS)
 }
 
 /*
- * Decide the request plan early, because the row estimate depends on it:
- * a lookup by id returns one row, a search returns the whole location.
+ * Estimate the rows the scan returns.  Which endpoint answers is decided
+ * per path, since a join can supply the contact id that a plain scan
+ * lacks.
  */
 static void
 ghlGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel,
 					 Oid foreigntableid)
 {
 	GhlPlanState *ps = palloc0(sizeof(GhlPlanState));
+	GhlRequestPlan *plan;
+	List	   *fdw_exprs = NIL;
 	ListCell   *lc;
 
 	ps->resource = ghl_resource_for_table(foreigntableid);
-	ps->plan = ghl_plan_request(root, baserel, ps->resource, &ps->fdw_exprs);
+	plan = ghl_plan_request(root, baserel, ps->resource,
+							baserel->baserestrictinfo, NIL, -1, &fdw_exprs);
 
 	/* only the columns the query reads are converted from JSON */
 	pull_varattnos((Node *) baserel->reltarget->exprs, baserel->relid,
@@ -160,30 +217,136 @@ ghlGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel,
 	}
 
 	baserel->fdw_private = ps;
-	baserel->rows = clamp_row_est(ps->plan->estimated_rows *
-								  clauselist_selectivity(root,
-														 baserel->baserestrictinfo,
-														 0, JOIN_INNER, NULL));
+	baserel->rows = clamp_row_est(Min(plan->estimated_rows,
+									  ps->resource->rows_estimate *
+									  clauselist_selectivity(root,
+															 baserel->baserestrictinfo,
+															 0, JOIN_INNER, NULL)));
 }
 
 /*
- * One path: the request plan chosen above.  Its cost is dominated by the
- * number of API round trips.
+ * Paths: the plain scan; the scan in the query's ORDER BY when the API can
+ * sort; and one path per set of outer relations that can supply the id or
+ * contact id, for a nested loop that makes one request per outer row.
+ * Costs are dominated by the number of API round trips.
  */
 static void
 ghlGetForeignPaths(PlannerInfo *root, RelOptInfo *baserel,
 				   Oid foreigntableid)
 {
 	GhlPlanState *ps = (GhlPlanState *) baserel->fdw_private;
-	Cost		startup_cost = GHL_REQUEST_COST;
-	Cost		total_cost = ps->plan->estimated_requests * GHL_REQUEST_COST +
-		ps->plan->estimated_rows * GHL_ROW_COST;
+	List	   *ppi_list = NIL;
+	ListCell   *lc;
 
+	/* a LIMIT bounds this scan only if nothing else is joined to it */
+	double		limit = bms_membership(root->all_baserels) == BMS_SINGLETON ?
+		root->limit_tuples : -1;
+
+	add_scan_path(root, baserel, ps, baserel->baserestrictinfo, NIL, NULL,
+				  baserel->rows, root->query_pathkeys == NIL ? limit : -1);
+	if (root->query_pathkeys != NIL &&
+		ghl_pathkeys_pushable(root, baserel, ps->resource, root->query_pathkeys))
+		add_scan_path(root, baserel, ps, baserel->baserestrictinfo,
+					  root->query_pathkeys, NULL, baserel->rows, limit);
+
+	/* join clauses such as t.contact_id = c.id that could feed the scan */
+	foreach(lc, baserel->joininfo)
+	{
+		RestrictInfo *rinfo = lfirst_node(RestrictInfo, lc);
+
+		if (join_clause_is_movable_to(rinfo, baserel))
+			ppi_list = add_param_info(root, baserel, rinfo, ppi_list);
+	}
+	if (baserel->has_eclass_joins)
+	{
+		static const char *const fields[] = {"id", "contactId"};
+		int			i;
+
+		for (i = 0; i < lengthof(fields); i++)
+		{
+			List	   *clauses =
+				generate_implied_equalities_for_column(root, baserel,
+													   member_reads_field,
+													   (void *) fields[i],
+													   baserel->lateral_referencers);
+
+			foreach(lc, clauses)
+				ppi_list = add_param_info(root, baserel,
+										  lfirst_node(RestrictInfo, lc), ppi_list);
+		}
+	}
+	foreach(lc, ppi_list)
+	{
+		ParamPathInfo *ppi = lfirst(lc);
+
+		add_scan_path(root, baserel, ps,
+					  list_concat_copy(baserel->baserestrictinfo, ppi->ppi_clauses),
+					  NIL, ppi->ppi_req_outer, ppi->ppi_rows, -1);
+	}
+}
+
+/*
+ * Plan the request for one path and add the path, costed by its requests.
+ */
+static void
+add_scan_path(PlannerInfo *root, RelOptInfo *baserel, GhlPlanState *ps,
+			  List *clauses, List *pathkeys, Relids required_outer,
+			  double rows, double limit)
+{
+	List	   *fdw_exprs = NIL;
+	GhlRequestPlan *plan = ghl_plan_request(root, baserel, ps->resource,
+											clauses, pathkeys, limit,
+											&fdw_exprs);
+	Cost		startup_cost = GHL_REQUEST_COST;
+	Cost		total_cost = plan->estimated_requests * GHL_REQUEST_COST +
+		plan->estimated_rows * GHL_ROW_COST;
+
+	/* a contact's tasks are a handful, whatever the join selectivity says */
+	if (required_outer != NULL)
+		rows = clamp_row_est(Min(rows, plan->estimated_rows));
 	add_path(baserel, (Path *)
-			 create_foreignscan_path(root, baserel, NULL,
-									 baserel->rows,
+			 create_foreignscan_path(root, baserel, NULL, rows,
 									 startup_cost, total_cost,
-									 NIL, NULL, NULL, NIL));
+									 pathkeys, required_outer, NULL,
+									 list_make2(ghl_request_plan_to_list(plan),
+												fdw_exprs)));
+}
+
+/*
+ * The parameterization a join clause asks for, added to ppi_list once.
+ */
+static List *
+add_param_info(PlannerInfo *root, RelOptInfo *baserel, RestrictInfo *rinfo,
+			   List *ppi_list)
+{
+	Relids		required_outer = bms_union(rinfo->clause_relids,
+										   baserel->lateral_relids);
+
+	required_outer = bms_del_member(required_outer, baserel->relid);
+	if (bms_is_empty(required_outer))
+		return ppi_list;
+	return list_append_unique_ptr(ppi_list,
+								  get_baserel_parampathinfo(root, baserel,
+															required_outer));
+}
+
+/*
+ * generate_implied_equalities_for_column() callback: the member is this
+ * table's column reading the field in arg.
+ */
+static bool
+member_reads_field(PlannerInfo *root, RelOptInfo *rel, EquivalenceClass *ec,
+				   EquivalenceMember *em, void *arg)
+{
+	Expr	   *expr = em->em_expr;
+
+	if (IsA(expr, RelabelType))
+		expr = ((RelabelType *) expr)->arg;
+	return IsA(expr, Var) && ((Var *) expr)->varno == rel->relid &&
+		((Var *) expr)->varattno > 0 && ((Var *) expr)->varlevelsup == 0 &&
+		strcmp(ghl_get_column_field(planner_rt_fetch(rel->relid, root)->relid,
+									((Var *) expr)->varattno),
+			   (const char *) arg) == 0;
 }
 
 static ForeignScan *
@@ -192,9 +355,12 @@ ghlGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel,
 				  List *tlist, List *scan_clauses, Plan *outer_plan)
 {
 	GhlPlanState *ps = (GhlPlanState *) baserel->fdw_private;
+	List	   *plan_list = list_nth(best_path->fdw_private, GhlPathRequestPlan);
 	List	   *attnums = NIL;
 	int			attnum = -1;
 	bool		whole_row;
+
+	ghl_plan_require_endpoint(ghl_request_plan_from_list(plan_list), ps->resource);
 
 	/*
 	 * Every clause is checked locally too: the API's matching differs from
@@ -216,8 +382,8 @@ ghlGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel,
 		attnums = list_make1_int(0);
 
 	return make_foreignscan(tlist, scan_clauses, baserel->relid,
-							ps->fdw_exprs,
-							list_make2(ghl_request_plan_to_list(ps->plan), attnums),
+							list_nth(best_path->fdw_private, GhlPathFdwExprs),
+							list_make2(plan_list, attnums),
 							NIL, NIL, outer_plan);
 }
 
@@ -251,12 +417,17 @@ ghlBeginForeignScan(ForeignScanState *node, int eflags)
 								  userid);
 	st->columns = build_column_maps(st->rel,
 									list_nth(fsplan->fdw_private, GhlScanAttrsUsed),
-									st->resource, &st->ncolumns);
+									st->resource, &st->ncolumns,
+									&st->query_attindex);
 	st->fdw_expr_states = ExecInitExprList(fsplan->fdw_exprs, (PlanState *) node);
 	initStringInfo(&st->cursor);
 	initStringInfo(&st->id_value);
 	initStringInfo(&st->contact_value);
 
+	st->scan_cxt = CurrentMemoryContext;
+	st->run_cxt = AllocSetContextCreate(estate->es_query_cxt,
+										"ghl_fdw run",
+										ALLOCSET_SMALL_SIZES);
 	st->page_cxt = AllocSetContextCreate(estate->es_query_cxt,
 										 "ghl_fdw page",
 										 ALLOCSET_DEFAULT_SIZES);
@@ -269,10 +440,12 @@ ghlBeginForeignScan(ForeignScanState *node, int eflags)
 /*
  * How each column read by the query is filled: its JSON key and the input
  * function of its type.  attnums holds 0 when the whole row is needed.
+ * The filter-only search column is not read from JSON: its index goes to
+ * *query_attindex (else -1).
  */
 static GhlColumnMap *
 build_column_maps(Relation rel, List *attnums, const GhlResource *resource,
-				  int *ncolumns)
+				  int *ncolumns, int *query_attindex)
 {
 	TupleDesc	tupdesc = RelationGetDescr(rel);
 	GhlColumnMap *columns = palloc0(sizeof(GhlColumnMap) * tupdesc->natts);
@@ -280,6 +453,7 @@ build_column_maps(Relation rel, List *attnums, const GhlResource *resource,
 	int			n = 0;
 	int			i;
 
+	*query_attindex = -1;
 	for (i = 0; i < tupdesc->natts; i++)
 	{
 		Form_pg_attribute attr = TupleDescAttr(tupdesc, i);
@@ -291,9 +465,19 @@ build_column_maps(Relation rel, List *attnums, const GhlResource *resource,
 		if (attr->attisdropped || !(all || list_member_int(attnums, attr->attnum)))
 			continue;
 
+		field = ghl_get_column_field(RelationGetRelid(rel), attr->attnum);
+		if (strcmp(field, GHL_QUERY_FIELD) == 0)
+		{
+			if (attr->atttypid != TEXTOID)
+				ereport(ERROR,
+						(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+						 errmsg("search column \"%s\" of foreign table \"%s\" must be of type text",
+								NameStr(attr->attname), RelationGetRelationName(rel))));
+			*query_attindex = i;
+			continue;
+		}
 		col->attindex = i;
 		col->attname = pstrdup(NameStr(attr->attname));
-		field = ghl_get_column_field(RelationGetRelid(rel), attr->attnum);
 		col->is_raw = strcmp(field, "*") == 0 ||
 			(strcmp(col->attname, "raw") == 0 && strcmp(field, "raw") == 0);
 		col->field = field;
@@ -326,32 +510,79 @@ build_column_maps(Relation rel, List *attnums, const GhlResource *resource,
 }
 
 /*
- * (Re)start paging: forget any page of a previous run.  Run-time
- * parameters are evaluated by the first fetch, since initplans they depend
- * on have not run yet when the scan begins.
+ * (Re)start the scan: forget any page and value of a previous run.
+ * Run-time parameters are evaluated by the first fetch, since initplans
+ * they depend on have not run yet when the scan begins.
  */
 static void
 start_scan(GhlFdwScanState *st)
 {
 	MemoryContextReset(st->page_cxt);
+	MemoryContextReset(st->run_cxt);
 	st->page = NULL;
 	st->next_row = 0;
-	st->exhausted = false;
+	st->exhausted = true;
 	st->started = false;
-	resetStringInfo(&st->cursor);
+	st->first_request = true;
+	st->keys = NULL;
+	st->nkeys = 0;
+	st->next_key = 0;
+	st->filter_values = NIL;
+	st->query = NULL;
 }
 
 /*
- * Evaluate the request plan's run-time values (the id of a lookup) for
- * this run of the scan.  Returns false when they rule out every row.
+ * Evaluate the request plan's run-time values for this run of the scan,
+ * and the keys the run repeats its requests for.  Returns false when the
+ * values rule out every row: every pushed condition is strict, so a NULL
+ * matches nothing.
  */
 static bool
 evaluate_parameters(GhlFdwScanState *st, ExprContext *econtext)
 {
-	return evaluate_text_parameter(st, econtext, st->plan->id_expr,
-								   &st->id_value) &&
-		evaluate_text_parameter(st, econtext, st->plan->contact_expr,
-								&st->contact_value);
+	GhlRequestPlan *plan = st->plan;
+	MemoryContext oldcxt = MemoryContextSwitchTo(st->run_cxt);
+	bool		ok = true;
+	ListCell   *lc;
+	StringInfoData query;
+
+	if (plan->array_slot == GHL_ARRAY_ID)
+		ok = evaluate_keys(st, econtext, plan->id_expr);
+	else
+		ok = evaluate_text_parameter(st, econtext, plan->id_expr, &st->id_value);
+	if (plan->array_slot == GHL_ARRAY_CONTACT)
+		ok = ok && evaluate_keys(st, econtext, plan->contact_expr);
+	else
+		ok = ok && evaluate_text_parameter(st, econtext, plan->contact_expr,
+										   &st->contact_value);
+	foreach(lc, plan->filters)
+		ok = ok && evaluate_filter(st, econtext, lfirst(lc));
+	if (ok && plan->query_expr >= 0)
+	{
+		initStringInfo(&query);
+		ok = evaluate_text_parameter(st, econtext, plan->query_expr, &query);
+		st->query = query.data;
+	}
+
+	if (ok && (plan->endpoint == GHL_EP_CALENDAR_EVENTS ||
+			   plan->array_slot == GHL_ARRAY_EVERY_CONTACT))
+	{
+		/* the calendars or contacts of the location do not change meanwhile */
+		if (!st->keys_listed)
+			list_keys(st);
+		st->nkeys = list_length(st->listed_keys);
+		st->keys = palloc(sizeof(char *) * Max(st->nkeys, 1));
+		foreach(lc, st->listed_keys)
+			st->keys[foreach_current_index(lc)] = lfirst(lc);
+	}
+	else if (ok && st->keys == NULL)
+	{
+		/* no array: the run is one sequence of pages */
+		st->nkeys = 1;
+		st->keys = palloc0(sizeof(char *));
+	}
+	MemoryContextSwitchTo(oldcxt);
+	return ok;
 }
 
 /*
@@ -377,6 +608,122 @@ evaluate_text_parameter(GhlFdwScanState *st, ExprContext *econtext,
 	return true;
 }
 
+/*
+ * The distinct non-NULL values of a text array, sorted, as the keys of the
+ * run: a value listed twice must not fetch its rows twice.
+ */
+static bool
+evaluate_keys(GhlFdwScanState *st, ExprContext *econtext, int expr_index)
+{
+	ExprState  *state = list_nth(st->fdw_expr_states, expr_index);
+	bool		isnull;
+	Datum		value = ExecEvalExpr(state, econtext, &isnull);
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int			i;
+
+	if (isnull)
+		return false;
+	deconstruct_array(DatumGetArrayTypeP(value), TEXTOID, -1, false,
+					  TYPALIGN_INT, &elems, &nulls, &n);
+	st->keys = palloc(sizeof(char *) * Max(n, 1));
+	st->nkeys = 0;
+	for (i = 0; i < n; i++)
+	{
+		if (!nulls[i])
+			st->keys[st->nkeys++] = TextDatumGetCString(elems[i]);
+	}
+	qsort(st->keys, st->nkeys, sizeof(char *), pg_qsort_strcmp);
+	for (i = 0, n = 0; i < st->nkeys; i++)
+	{
+		if (n == 0 || strcmp(st->keys[n - 1], st->keys[i]) != 0)
+			st->keys[n++] = st->keys[i];
+	}
+	st->nkeys = n;
+	return n > 0;
+}
+
+/*
+ * One pushed condition's value, ready for the request.  Timestamps are
+ * rounded outwards to the API's milliseconds: a lower bound down, an
+ * upper bound up, so the API returns every row the clause can accept.
+ */
+static bool
+evaluate_filter(GhlFdwScanState *st, ExprContext *econtext,
+				GhlPushedFilter *filter)
+{
+	ExprState  *state = list_nth(st->fdw_expr_states, filter->expr);
+	Oid			type = exprType((Node *) state->expr);
+	GhlFilterValue *fv = palloc0(sizeof(GhlFilterValue));
+	bool		isnull;
+	Datum		value = ExecEvalExpr(state, econtext, &isnull);
+
+	if (isnull)
+		return false;
+	fv->field = filter->field;
+	fv->op = filter->op;
+	if (type == BOOLOID)
+		fv->is_bool = true, fv->boolean = DatumGetBool(value);
+	else if (type == TIMESTAMPTZOID)
+	{
+		TimestampTz ts = DatumGetTimestampTz(value);
+		bool		lower = strcmp(filter->op, "gte") == 0;
+		int64		us;
+
+		fv->is_ms = true;
+		/* year 1 and year 9999 stand in for the infinities */
+		if (TIMESTAMP_IS_NOBEGIN(ts))
+			fv->ms = INT64CONST(-62135596800000);
+		else if (TIMESTAMP_IS_NOEND(ts))
+			fv->ms = INT64CONST(253402300799999);
+		else
+		{
+			us = ts + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
+			fv->ms = us / 1000;
+			if (lower && us % 1000 < 0)
+				fv->ms--;
+			else if (!lower && us % 1000 > 0)
+				fv->ms++;
+		}
+	}
+	else
+		fv->text = TextDatumGetCString(value);
+	st->filter_values = lappend(st->filter_values, fv);
+	return true;
+}
+
+/*
+ * Move to the next key of the run and restart paging for it.  Returns
+ * false after the last key.
+ */
+static bool
+next_key(GhlFdwScanState *st)
+{
+	const char *key;
+
+	if (st->next_key >= st->nkeys)
+		return false;
+	key = st->keys[st->next_key++];
+	if (st->plan->array_slot == GHL_ARRAY_ID)
+	{
+		resetStringInfo(&st->id_value);
+		appendStringInfoString(&st->id_value, key);
+	}
+	else if (st->plan->array_slot == GHL_ARRAY_CONTACT ||
+			 st->plan->array_slot == GHL_ARRAY_EVERY_CONTACT)
+	{
+		resetStringInfo(&st->contact_value);
+		appendStringInfoString(&st->contact_value, key);
+	}
+	else
+		st->calendar_id = (char *) key;
+	resetStringInfo(&st->cursor);
+	st->skip = 0;
+	st->exhausted = false;
+	return true;
+}
+
 static TupleTableSlot *
 ghlIterateForeignScan(ForeignScanState *node)
 {
@@ -399,28 +746,31 @@ ghlIterateForeignScan(ForeignScanState *node)
 								   st->endpoint->uses_search_fields,
 								   RelationGetRelationName(st->rel),
 								   slot->tts_values, slot->tts_isnull);
+			/* the search column reads back the query it was given */
+			if (st->query_attindex >= 0 && st->query != NULL)
+			{
+				slot->tts_values[st->query_attindex] = CStringGetTextDatum(st->query);
+				slot->tts_isnull[st->query_attindex] = false;
+			}
 			MemoryContextSwitchTo(oldcxt);
 			st->next_row++;
 			return ExecStoreVirtualTuple(slot);
 		}
-		if (st->exhausted)
-			return slot;
 		if (!st->started)
 		{
 			st->started = true;
 			if (!evaluate_parameters(st, node->ss.ps.ps_ExprContext))
-			{
-				st->exhausted = true;
-				continue;
-			}
+				return slot;
 		}
+		if (st->exhausted && !next_key(st))
+			return slot;
 		fetch_next_page(st);
 	}
 }
 
 /*
- * Fetch the next page of the scan into the page context, replacing the
- * previous one, and work out whether another page follows.
+ * Fetch the next page of the current key into the page context, replacing
+ * the previous one, and work out whether another page follows.
  */
 static void
 fetch_next_page(GhlFdwScanState *st)
@@ -428,73 +778,203 @@ fetch_next_page(GhlFdwScanState *st)
 	const GhlEndpoint *ep = st->endpoint;
 	GhlOptions *options = st->options;
 	GhlRequest request = {0};
-	GhlResponse response;
 	MemoryContext oldcxt;
+	int			page_limit = options->page_size;
 	int			nrows;
 
-	if (st->conn == NULL)
-		st->conn = ghl_get_connection(options);
+	/* a LIMIT makes the first page just big enough */
+	if (st->first_request && st->plan->limit > 0)
+		page_limit = st->plan->limit;
+	st->first_request = false;
 
 	MemoryContextReset(st->page_cxt);
 	st->page = NULL;
 	st->next_row = 0;
 	oldcxt = MemoryContextSwitchTo(st->page_cxt);
 
-	request.method = ep->method;
-	request.api_version = ep->api_version ? ep->api_version : options->api_version;
-	request.authenticated = true;
-	/* every request a scan makes is a read, so retrying it is safe */
-	request.idempotent = true;
+	switch (st->plan->endpoint)
+	{
+		case GHL_EP_CONTACTS_SEARCH:
+			request.path = pstrdup(ep->path);
+			request.body = ghl_json_search_body(options->location_id, page_limit,
+												st->cursor.len > 0 ? st->cursor.data : NULL,
+												st->filter_values, st->query,
+												st->plan->sort_field,
+												st->plan->sort_desc);
+			break;
+		case GHL_EP_CONTACTS_OF_BUSINESS:
+			request.path = psprintf("%s?locationId=%s&limit=%d&skip=%d",
+									ghl_endpoint_path(ep, NULL,
+													  ghl_url_escape(st->id_value.data)),
+									ghl_url_escape(options->location_id),
+									page_limit, st->skip);
+			break;
+		case GHL_EP_TASKS_SEARCH:
+			request.path = psprintf(ep->path, ghl_url_escape(options->location_id));
+			request.body = ghl_json_task_search_body(st->filter_values,
+													 page_limit, st->skip);
+			break;
+		case GHL_EP_CALENDAR_EVENTS:
+			request.path = calendar_events_path(st);
+			break;
+		default:
+			request.path = ghl_endpoint_path(ep,
+											 ghl_url_escape(st->contact_value.data),
+											 ghl_url_escape(st->id_value.data));
+			break;
+	}
 
-	request.path = ghl_endpoint_path(ep,
-									 ghl_url_escape(st->contact_value.data),
-									 ghl_url_escape(st->id_value.data));
-	if (st->plan->endpoint == GHL_EP_CONTACTS_SEARCH)
-		request.body = ghl_json_search_body(options->location_id,
-											options->page_size,
-											st->cursor.len > 0 ? st->cursor.data : NULL);
-
-	ghl_http_execute(st->conn, &request, &response, &st->stats);
+	st->page = execute_request(&st->conn, options, ep, &request, &st->stats);
 	st->pages++;
+	nrows = st->page ? ghl_json_page_rows(st->page) : 0;
 
-	if (response.status == 404 && ep->not_found_is_empty)
-	{
-		/* a lookup of an id that does not exist: zero rows, not an error */
+	if (st->page == NULL || ep->paging == GHL_PAGING_NONE || nrows < page_limit)
 		st->exhausted = true;
-		MemoryContextSwitchTo(oldcxt);
-		return;
-	}
-	if (response.status < 200 || response.status >= 300)
-		ghl_report_http_error(st->conn, &request, &response);
-
-	st->page = ghl_json_parse_page(response.data, response.len,
-								   ep->response_key, ep->single_object,
-								   options->server_name);
-	nrows = ghl_json_page_rows(st->page);
-
-	if (ep->paging == GHL_PAGING_NONE || nrows < options->page_size)
-		st->exhausted = true;
+	else if (ep->paging == GHL_PAGING_SKIP)
+		st->skip += nrows;
 	else
-	{
-		char	   *cursor = ghl_json_row_cursor(st->page, nrows - 1);
-
-		if (cursor == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
-					 errmsg("GHL server \"%s\" returned a full page without a searchAfter cursor",
-							options->server_name),
-					 errhint("The scan cannot continue past this page.")));
-		/* a cursor that does not move would page forever */
-		if (st->cursor.len > 0 && strcmp(cursor, st->cursor.data) == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_FDW_ERROR),
-					 errmsg("GHL server \"%s\" returned the same page twice",
-							options->server_name),
-					 errdetail("The searchAfter cursor did not advance.")));
-		resetStringInfo(&st->cursor);
-		appendStringInfoString(&st->cursor, cursor);
-	}
+		advance_cursor(&st->cursor, st->page, nrows, options->server_name);
 	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
+ * Take the searchAfter cursor of a full page's last row for the next page.
+ */
+static void
+advance_cursor(StringInfo cursor, GhlJsonPage *page, int nrows,
+			   const char *server_name)
+{
+	char	   *next = ghl_json_row_cursor(page, nrows - 1);
+
+	if (next == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+				 errmsg("GHL server \"%s\" returned a full page without a searchAfter cursor",
+						server_name),
+				 errhint("The scan cannot continue past this page.")));
+	/* a cursor that does not move would page forever */
+	if (cursor->len > 0 && strcmp(next, cursor->data) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_ERROR),
+				 errmsg("GHL server \"%s\" returned the same page twice",
+						server_name),
+				 errdetail("The searchAfter cursor did not advance.")));
+	resetStringInfo(cursor);
+	appendStringInfoString(cursor, next);
+}
+
+/*
+ * List the keys a location-wide run repeats its requests for, once per
+ * scan and into the scan's context: the ids of the location's calendars,
+ * or of all its contacts for a fan-out.
+ */
+static void
+list_keys(GhlFdwScanState *st)
+{
+	bool		contacts = (st->plan->array_slot == GHL_ARRAY_EVERY_CONTACT);
+	const GhlEndpoint *ep = ghl_endpoint(contacts ? GHL_EP_CONTACTS_SEARCH :
+										 GHL_EP_CALENDARS);
+	MemoryContext oldcxt = MemoryContextSwitchTo(st->scan_cxt);
+	StringInfoData cursor;
+	bool		more;
+
+	initStringInfo(&cursor);
+	do
+	{
+		GhlRequest request = {0};
+		GhlJsonPage *page;
+		ListCell   *lc;
+
+		MemoryContextReset(st->page_cxt);
+		MemoryContextSwitchTo(st->page_cxt);
+		if (contacts)
+		{
+			request.path = ep->path;
+			request.body = ghl_json_search_body(st->options->location_id,
+												st->options->page_size,
+												cursor.len > 0 ? cursor.data : NULL,
+												NIL, NULL, NULL, false);
+		}
+		else
+			request.path = psprintf("%s?locationId=%s", ep->path,
+									ghl_url_escape(st->options->location_id));
+		page = execute_request(&st->conn, st->options, ep, &request, &st->stats);
+		st->pages++;
+
+		MemoryContextSwitchTo(st->scan_cxt);
+		foreach(lc, ghl_json_page_strings(page, "id"))
+		{
+			if (lfirst(lc) != NULL)
+				st->listed_keys = lappend(st->listed_keys, lfirst(lc));
+		}
+		more = contacts && ghl_json_page_rows(page) == st->options->page_size;
+		if (more)
+			advance_cursor(&cursor, page, st->options->page_size,
+						   st->options->server_name);
+	} while (more);
+
+	MemoryContextReset(st->page_cxt);
+	st->keys_listed = true;
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
+ * Send one read request of the endpoint, opening *conn if needed, and
+ * parse its page into the current memory context.  Returns NULL for a 404
+ * that means zero rows.
+ */
+static GhlJsonPage *
+execute_request(GhlConnection **conn, GhlOptions *options,
+				const GhlEndpoint *ep, GhlRequest *request,
+				GhlRequestStats *stats)
+{
+	GhlResponse response;
+
+	if (*conn == NULL)
+		*conn = ghl_get_connection(options);
+
+	request->method = ep->method;
+	request->api_version = ep->api_version ? ep->api_version : options->api_version;
+	request->authenticated = true;
+	/* every request a scan or an import makes is a read: retrying is safe */
+	request->idempotent = true;
+
+	ghl_http_execute(*conn, request, &response, stats);
+
+	/* a lookup of an id that does not exist: zero rows, not an error */
+	if (response.status == 404 && ep->not_found_is_empty)
+		return NULL;
+	if (response.status < 200 || response.status >= 300)
+		ghl_report_http_error(*conn, request, &response);
+
+	return ghl_json_parse_page(response.data, response.len,
+							   ep->response_key, ep->single_object,
+							   options->server_name);
+}
+
+/*
+ * GET /calendars/events for the current calendar and the tightest window
+ * the start_time conditions allow.
+ */
+static char *
+calendar_events_path(GhlFdwScanState *st)
+{
+	int64		start = PG_INT64_MIN;
+	int64		end = PG_INT64_MAX;
+	ListCell   *lc;
+
+	foreach(lc, st->filter_values)
+	{
+		GhlFilterValue *fv = lfirst(lc);
+
+		if (strcmp(fv->op, "gte") == 0)
+			start = Max(start, fv->ms);
+		else
+			end = Min(end, fv->ms);
+	}
+	return psprintf("%s?locationId=%s&calendarId=%s&startTime=" INT64_FORMAT "&endTime=" INT64_FORMAT,
+					st->endpoint->path, ghl_url_escape(st->options->location_id),
+					ghl_url_escape(st->calendar_id), start, end);
 }
 
 static void
@@ -512,8 +992,8 @@ ghlEndForeignScan(ForeignScanState *node)
 }
 
 /*
- * Show the API plan.  Plain EXPLAIN never calls the API; EXPLAIN ANALYZE
- * adds what the scan actually did.
+ * Show the API plan.  Plain EXPLAIN never calls the API; VERBOSE adds what
+ * is pushed down, and EXPLAIN ANALYZE what the scan actually did.
  */
 static void
 ghlExplainForeignScan(ForeignScanState *node, ExplainState *es)
@@ -522,6 +1002,8 @@ ghlExplainForeignScan(ForeignScanState *node, ExplainState *es)
 
 	ExplainPropertyText("GHL Request",
 						ghl_request_plan_describe(st->plan, st->resource), es);
+	if (es->verbose)
+		explain_filters(node, st->plan, es);
 	if (es->verbose && es->costs)
 		ExplainPropertyFloat("GHL Estimated Requests", NULL,
 							 st->plan->estimated_requests, 0, es);
@@ -536,8 +1018,49 @@ ghlExplainForeignScan(ForeignScanState *node, ExplainState *es)
 }
 
 /*
+ * The pushed-down filters, free-text query, sort and first page size, with
+ * their values as SQL expressions (a nested loop's are Params).
+ */
+static void
+explain_filters(ForeignScanState *node, GhlRequestPlan *plan, ExplainState *es)
+{
+	List	   *fdw_exprs = ((ForeignScan *) node->ss.ps.plan)->fdw_exprs;
+	ListCell   *lc;
+
+	if (plan->filters != NIL)
+	{
+		StringInfoData buf;
+
+		initStringInfo(&buf);
+		foreach(lc, plan->filters)
+		{
+			GhlPushedFilter *f = lfirst(lc);
+
+			appendStringInfo(&buf, "%s%s %s %s",
+							 buf.len > 0 ? ", " : "", f->field, f->op,
+							 deparse_expression(list_nth(fdw_exprs, f->expr),
+												es->deparse_cxt, false, false));
+		}
+		ExplainPropertyText("GHL Filters", buf.data, es);
+	}
+	if (plan->query_expr >= 0)
+		ExplainPropertyText("GHL Query",
+							deparse_expression(list_nth(fdw_exprs, plan->query_expr),
+											   es->deparse_cxt, false, false),
+							es);
+	if (plan->sort_field)
+		ExplainPropertyText("GHL Sort", psprintf("%s %s", plan->sort_field,
+												 plan->sort_desc ? "desc" : "asc"),
+							es);
+	if (plan->limit > 0)
+		ExplainPropertyInteger("GHL Limit", NULL, plan->limit, es);
+}
+
+/*
  * IMPORT FOREIGN SCHEMA ghl: one foreign table per resource, with the
- * standard columns.  The remote schema is always "ghl".
+ * standard columns.  The remote schema is always "ghl".  With the option
+ * custom_fields 'true', contacts also get one typed column per custom
+ * field of the location, read from the API.
  */
 static List *
 ghlImportForeignSchema(ImportForeignSchemaStmt *stmt, Oid serverOid)
@@ -545,6 +1068,8 @@ ghlImportForeignSchema(ImportForeignSchemaStmt *stmt, Oid serverOid)
 	ForeignServer *server = GetForeignServer(serverOid);
 	static const char *const names[] = {"contacts", "tasks", "notes", "appointments"};
 	List	   *commands = NIL;
+	bool		custom_fields = false;
+	ListCell   *lc;
 	int			i;
 
 	if (strcmp(stmt->remote_schema, "ghl") != 0)
@@ -553,13 +1078,25 @@ ghlImportForeignSchema(ImportForeignSchemaStmt *stmt, Oid serverOid)
 				 errmsg("GHL server \"%s\" has no schema \"%s\"",
 						server->servername, stmt->remote_schema),
 				 errhint("Use IMPORT FOREIGN SCHEMA ghl.")));
+	foreach(lc, stmt->options)
+	{
+		DefElem    *def = lfirst_node(DefElem, lc);
+
+		if (strcmp(def->defname, "custom_fields") == 0)
+			custom_fields = defGetBoolean(def);
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
+					 errmsg("invalid IMPORT FOREIGN SCHEMA option \"%s\"", def->defname),
+					 errhint("The only option is custom_fields.")));
+	}
 
 	for (i = 0; i < lengthof(names); i++)
 	{
 		const GhlResource *resource = ghl_resource_by_name(names[i]);
 		StringInfoData buf;
+		List	   *columns = NIL;
 		bool		listed = false;
-		ListCell   *lc;
 		int			c;
 
 		foreach(lc, stmt->table_list)
@@ -571,21 +1108,87 @@ ghlImportForeignSchema(ImportForeignSchemaStmt *stmt, Oid serverOid)
 			(stmt->list_type == FDW_IMPORT_SCHEMA_EXCEPT && listed))
 			continue;
 
+		for (c = 0; c < resource->ncolumns; c++)
+			columns = lappend(columns,
+							  psprintf("  %s %s", quote_identifier(resource->columns[c].name),
+									   resource->columns[c].sql_type));
+		if (custom_fields && resource->kind == GHL_RESOURCE_CONTACTS)
+			columns = list_concat(columns, custom_field_columns(serverOid, resource));
+
 		initStringInfo(&buf);
 		appendStringInfo(&buf, "CREATE FOREIGN TABLE %s (\n",
 						 quote_identifier(resource->name));
-		for (c = 0; c < resource->ncolumns; c++)
-		{
-			const GhlColumnDef *col = &resource->columns[c];
-
-			appendStringInfo(&buf, "  %s %s%s\n",
-							 quote_identifier(col->name), col->sql_type,
-							 c + 1 < resource->ncolumns ? "," : "");
-		}
+		foreach(lc, columns)
+			appendStringInfo(&buf, "%s%s\n", (char *) lfirst(lc),
+							 lnext(columns, lc) ? "," : "");
 		appendStringInfo(&buf, ") SERVER %s OPTIONS (resource %s)",
 						 quote_identifier(server->servername),
 						 quote_literal_cstr(resource->name));
 		commands = lappend(commands, buf.data);
 	}
 	return commands;
+}
+
+/*
+ * Column definitions for the contact custom fields of the server's
+ * location: named after the field key ("contact.lifetime_value" becomes
+ * lifetime_value, or cf_lifetime_value if a standard column has that
+ * name), typed after the field's data type.
+ */
+static List *
+custom_field_columns(Oid serverOid, const GhlResource *resource)
+{
+	GhlOptions *options = ghl_get_options(serverOid, GetUserId());
+	const GhlEndpoint *ep = ghl_endpoint(GHL_EP_CUSTOM_FIELDS);
+	GhlConnection *conn = NULL;
+	GhlRequestStats stats = {0};
+	GhlRequest request = {0};
+	GhlJsonPage *page;
+	List	   *ids;
+	List	   *keys;
+	List	   *types;
+	List	   *columns = NIL;
+	int			i;
+
+	request.path = psprintf("%s?model=contact",
+							psprintf(ep->path, ghl_url_escape(options->location_id)));
+	page = execute_request(&conn, options, ep, &request, &stats);
+	ids = ghl_json_page_strings(page, "id");
+	keys = ghl_json_page_strings(page, "fieldKey");
+	types = ghl_json_page_strings(page, "dataType");
+
+	for (i = 0; i < list_length(ids); i++)
+	{
+		const char *id = list_nth(ids, i);
+		const char *key = list_nth(keys, i);
+		const char *type = list_nth(types, i);
+		const char *name;
+		const char *sql_type = "text";
+		int			c;
+
+		if (id == NULL || key == NULL)
+			continue;
+		name = strchr(key, '.') ? strchr(key, '.') + 1 : key;
+		for (c = 0; c < resource->ncolumns; c++)
+		{
+			if (strcmp(resource->columns[c].name, name) == 0)
+				name = psprintf("cf_%s", name);
+		}
+		if (type && (strcmp(type, "NUMERICAL") == 0 || strcmp(type, "MONETORY") == 0))
+			sql_type = "numeric";
+		else if (type && strcmp(type, "DATE") == 0)
+			sql_type = "date";
+		else if (type && (strcmp(type, "MULTIPLE_OPTIONS") == 0 ||
+						  strcmp(type, "CHECKBOX") == 0))
+			sql_type = "text[]";
+		else if (type && (strcmp(type, "FILE_UPLOAD") == 0 ||
+						  strcmp(type, "SIGNATURE") == 0))
+			sql_type = "jsonb";
+		columns = lappend(columns,
+						  psprintf("  %s %s OPTIONS (field %s)", quote_identifier(name),
+								   sql_type,
+								   quote_literal_cstr(psprintf("%s%s", GHL_CUSTOM_FIELD_PREFIX,
+															   id))));
+	}
+	return columns;
 }

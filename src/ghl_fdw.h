@@ -120,13 +120,19 @@ typedef enum GhlEndpointKind
 	GHL_EP_NOTES_OF_CONTACT,	/* GET /contacts/{contactId}/notes */
 	GHL_EP_NOTE_BY_ID,			/* GET /contacts/{contactId}/notes/{id} */
 	GHL_EP_APPOINTMENTS_OF_CONTACT, /* GET /contacts/{contactId}/appointments */
+	GHL_EP_CONTACTS_OF_BUSINESS,	/* GET /contacts/business/{id}, limit/skip */
+	GHL_EP_TASKS_SEARCH,		/* POST /locations/{locationId}/tasks/search */
+	GHL_EP_CALENDARS,			/* GET /calendars/ of the location */
+	GHL_EP_CALENDAR_EVENTS,		/* GET /calendars/events, one calendar, a window */
+	GHL_EP_CUSTOM_FIELDS,		/* GET /locations/{locationId}/customFields */
 	GHL_NUM_ENDPOINTS			/* also: "no such endpoint" */
 } GhlEndpointKind;
 
 typedef enum GhlPaging
 {
 	GHL_PAGING_NONE,			/* one response holds everything */
-	GHL_PAGING_SEARCH_AFTER		/* cursor taken from the last row */
+	GHL_PAGING_SEARCH_AFTER,	/* cursor taken from the last row */
+	GHL_PAGING_SKIP				/* limit and skip */
 } GhlPaging;
 
 typedef struct GhlEndpoint
@@ -142,7 +148,39 @@ typedef struct GhlEndpoint
 	bool		not_found_is_empty; /* 404 means zero rows */
 	GhlPaging	paging;
 	bool		uses_search_fields; /* rows use GhlColumnDef.search_field */
+	bool		location_in_path;	/* path's only parameter is the location */
 } GhlEndpoint;
+
+/*
+ * A condition on a column that an endpoint can answer.  The planner pushes
+ * a clause down when its column's JSON field, the shape of the clause and
+ * the endpoint match one entry of the pushable table in resource.c.
+ */
+typedef enum GhlQualShape
+{
+	GHL_QUAL_TEXT_EQ,			/* text column = value */
+	GHL_QUAL_BOOL_EQ,			/* boolean column = value, col, NOT col */
+	GHL_QUAL_RANGE,				/* timestamptz column <, <=, =, >=, > value */
+	GHL_QUAL_ARRAY_HAS			/* 'x' = ANY(col), col @> ARRAY[...] */
+} GhlQualShape;
+
+/*
+ * The "field" of a filter-only column: "col = 'text'" becomes the search's
+ * free-text query, and the column reads back the query.
+ */
+#define GHL_QUERY_FIELD			"@query"
+
+/* "customFields.<id>": the value of one custom field of a contact */
+#define GHL_CUSTOM_FIELD_PREFIX	"customFields."
+
+typedef struct GhlPushable
+{
+	GhlResourceKind resource;
+	const char *field;			/* JSON field of the column */
+	GhlQualShape shape;
+	GhlEndpointKind endpoint;	/* the endpoint that takes the condition */
+	const char *api_field;		/* its name in the request */
+} GhlPushable;
 
 typedef struct GhlResource
 {
@@ -164,6 +202,9 @@ extern char *ghl_endpoint_path(const GhlEndpoint *ep, const char *contact_id,
 extern const char *ghl_resource_names(void);
 extern const char *ghl_search_field_for(const GhlResource *resource,
 										const char *field);
+extern const GhlPushable *ghl_pushable(GhlResourceKind resource,
+									   const char *field, GhlQualShape shape);
+extern bool ghl_sortable(GhlResourceKind resource, const char *field);
 
 /*
  * in http.c
@@ -303,8 +344,25 @@ extern void ghl_json_row_to_values(GhlJsonPage *page, int row,
 extern char *ghl_json_row_cursor(GhlJsonPage *page, int row);
 extern void ghl_json_error_info(const char *data, size_t len,
 								char **message, char **trace_id);
+
+/* One pushed-down condition with its value computed, ready for a request. */
+typedef struct GhlFilterValue
+{
+	const char *field;			/* API field */
+	const char *op;				/* "eq", "gte" or "lte" */
+	bool		is_ms;			/* value is epoch milliseconds */
+	bool		is_bool;
+	const char *text;			/* text value */
+	bool		boolean;
+	int64		ms;
+} GhlFilterValue;
+
 extern char *ghl_json_search_body(const char *location_id, int page_limit,
-								  const char *search_after);
+								  const char *search_after, List *filters,
+								  const char *query, const char *sort_field,
+								  bool sort_desc);
+extern char *ghl_json_task_search_body(List *filters, int limit, int skip);
+extern List *ghl_json_page_strings(GhlJsonPage *page, const char *key);
 
 /* The fields of a token endpoint's answer that auth.c uses. */
 typedef struct GhlTokenResponse
@@ -326,24 +384,52 @@ extern void ghl_json_token_response(const char *data, size_t len,
  * in pushdown.c
  */
 
+/* Which path parameter of the endpoint an array of values iterates. */
+typedef enum GhlArraySlot
+{
+	GHL_ARRAY_NONE,
+	GHL_ARRAY_ID,				/* id = ANY(...): one request per id */
+	GHL_ARRAY_CONTACT,			/* contact_id = ANY(...): one per contact */
+	GHL_ARRAY_EVERY_CONTACT		/* fan-out: one per contact of the location */
+} GhlArraySlot;
+
+/* One condition sent to the API; its value is fdw_exprs[expr]. */
+typedef struct GhlPushedFilter
+{
+	char	   *field;			/* API field */
+	char	   *op;				/* "eq", "gte" or "lte" */
+	int			expr;			/* index into fdw_exprs */
+} GhlPushedFilter;
+
 /*
- * What a scan will ask the API for: the endpoint and its parameters.  The
- * planner builds one from the restriction clauses; it is flattened into
- * fdw_private for the executor, with values to be computed at run time
- * (Params) in fdw_exprs.
+ * What a scan will ask the API for: the endpoint, its parameters, filters,
+ * sort and first page size.  The planner builds one per path from the
+ * clauses; it is flattened into fdw_private for the executor, with values
+ * to be computed at run time (Params) in fdw_exprs.
  */
 typedef struct GhlRequestPlan
 {
-	GhlEndpointKind endpoint;
+	GhlEndpointKind endpoint;	/* GHL_NUM_ENDPOINTS: no endpoint can answer */
 	int			id_expr;		/* index into fdw_exprs of the id, or -1 */
 	int			contact_expr;	/* same for the contact id */
+	GhlArraySlot array_slot;	/* which of the two repeats, and why */
+	List	   *filters;		/* GhlPushedFilter */
+	int			query_expr;		/* free-text search, or -1 */
+	char	   *sort_field;		/* API sort field, or NULL */
+	bool		sort_desc;
+	int			limit;			/* rows the first page asks for, 0: a page */
 	double		estimated_rows;
 	double		estimated_requests;
 } GhlRequestPlan;
 
 extern GhlRequestPlan *ghl_plan_request(PlannerInfo *root, RelOptInfo *baserel,
 										const GhlResource *resource,
-										List **fdw_exprs);
+										List *clauses, List *pathkeys,
+										double limit_tuples, List **fdw_exprs);
+extern bool ghl_pathkeys_pushable(PlannerInfo *root, RelOptInfo *baserel,
+								  const GhlResource *resource, List *pathkeys);
+extern void ghl_plan_require_endpoint(GhlRequestPlan *plan,
+									  const GhlResource *resource);
 extern List *ghl_request_plan_to_list(GhlRequestPlan *plan);
 extern GhlRequestPlan *ghl_request_plan_from_list(List *list);
 extern char *ghl_request_plan_describe(GhlRequestPlan *plan,

@@ -50,6 +50,10 @@ static Datum json_to_datum(json_object *value, GhlColumnMap *col, bool *isnull);
 static Datum scalar_to_datum(json_object *value, FmgrInfo *input, Oid ioparam,
 							 int32 typmod, bool is_timestamp);
 static void conversion_error_callback(void *arg);
+static bool custom_field_value(json_object *obj, const char *id,
+							   json_object **value);
+static json_object *search_filter(GhlFilterValue *fv);
+static json_object *filter_value(GhlFilterValue *fv);
 
 /*
  * Parse one response body and find its rows.  The returned page belongs to
@@ -162,6 +166,10 @@ ghl_json_row_to_values(GhlJsonPage *page, int row,
 		convctx.attname = col->attname;
 		if (col->is_raw)
 			value = obj, found = true;
+		else if (strncmp(col->field, GHL_CUSTOM_FIELD_PREFIX,
+						 strlen(GHL_CUSTOM_FIELD_PREFIX)) == 0)
+			found = custom_field_value(obj, col->field + strlen(GHL_CUSTOM_FIELD_PREFIX),
+									   &value);
 		else
 		{
 			if (use_search_fields && col->search_field)
@@ -177,6 +185,33 @@ ghl_json_row_to_values(GhlJsonPage *page, int row,
 	}
 
 	error_context_stack = errcallback.previous;
+}
+
+/*
+ * A contact's custom fields are an array of {"id", "value"}: find the
+ * value of the one with this id.
+ */
+static bool
+custom_field_value(json_object *obj, const char *id, json_object **value)
+{
+	json_object *fields;
+	size_t		i;
+
+	if (!json_object_object_get_ex(obj, "customFields", &fields) ||
+		!json_object_is_type(fields, json_type_array))
+		return false;
+	for (i = 0; i < json_object_array_length(fields); i++)
+	{
+		json_object *field = json_object_array_get_idx(fields, i);
+		json_object *field_id;
+
+		if (json_object_is_type(field, json_type_object) &&
+			json_object_object_get_ex(field, "id", &field_id) &&
+			json_object_is_type(field_id, json_type_string) &&
+			strcmp(json_object_get_string(field_id), id) == 0)
+			return json_object_object_get_ex(field, "value", value);
+	}
+	return false;
 }
 
 static void
@@ -361,11 +396,14 @@ ghl_json_error_info(const char *data, size_t len, char **message, char **trace_i
 
 /*
  * The body of POST /contacts/search for one page.  search_after is the
- * JSON cursor of the previous page's last row, or NULL for the first page.
+ * JSON cursor of the previous page's last row, or NULL for the first page;
+ * filters are GhlFilterValues, query the free text, sort_field the one
+ * sort key (or NULL for the API's default).
  */
 char *
 ghl_json_search_body(const char *location_id, int page_limit,
-					 const char *search_after)
+					 const char *search_after, List *filters,
+					 const char *query, const char *sort_field, bool sort_desc)
 {
 	json_object *body = json_object_new_object();
 	char	   *result = NULL;
@@ -374,6 +412,28 @@ ghl_json_search_body(const char *location_id, int page_limit,
 	{
 		json_object_object_add(body, "locationId", json_object_new_string(location_id));
 		json_object_object_add(body, "pageLimit", json_object_new_int(page_limit));
+		if (filters != NIL)
+		{
+			json_object *array = json_object_new_array();
+			ListCell   *lc;
+
+			json_object_object_add(body, "filters", array);
+			foreach(lc, filters)
+				json_object_array_add(array, search_filter(lfirst(lc)));
+		}
+		if (query)
+			json_object_object_add(body, "query", json_object_new_string(query));
+		if (sort_field)
+		{
+			json_object *sort = json_object_new_array();
+			json_object *key = json_object_new_object();
+
+			json_object_object_add(key, "field", json_object_new_string(sort_field));
+			json_object_object_add(key, "direction",
+								   json_object_new_string(sort_desc ? "desc" : "asc"));
+			json_object_array_add(sort, key);
+			json_object_object_add(body, "sort", sort);
+		}
 		if (search_after)
 		{
 			json_object *cursor = json_tokener_parse(search_after);
@@ -390,6 +450,110 @@ ghl_json_search_body(const char *location_id, int page_limit,
 	}
 	PG_END_TRY();
 
+	return result;
+}
+
+/*
+ * One search filter: {"field", "operator": "eq", "value"} or, for a
+ * bound, {"field", "operator": "range", "value": {"gte"|"lte": ms}}.
+ */
+static json_object *
+search_filter(GhlFilterValue *fv)
+{
+	json_object *filter = json_object_new_object();
+
+	json_object_object_add(filter, "field", json_object_new_string(fv->field));
+	if (strcmp(fv->op, "eq") == 0)
+	{
+		json_object_object_add(filter, "operator", json_object_new_string("eq"));
+		json_object_object_add(filter, "value", filter_value(fv));
+	}
+	else
+	{
+		json_object *range = json_object_new_object();
+
+		json_object_object_add(range, fv->op, filter_value(fv));
+		json_object_object_add(filter, "operator", json_object_new_string("range"));
+		json_object_object_add(filter, "value", range);
+	}
+	return filter;
+}
+
+static json_object *
+filter_value(GhlFilterValue *fv)
+{
+	if (fv->is_bool)
+		return json_object_new_boolean(fv->boolean);
+	if (fv->is_ms)
+		return json_object_new_int64(fv->ms);
+	return json_object_new_string(fv->text);
+}
+
+/*
+ * The body of POST /locations/{locationId}/tasks/search for one page:
+ * "completed" takes a boolean, "assignedTo" an array of user ids.
+ */
+char *
+ghl_json_task_search_body(List *filters, int limit, int skip)
+{
+	json_object *body = json_object_new_object();
+	char	   *result = NULL;
+
+	PG_TRY();
+	{
+		ListCell   *lc;
+
+		foreach(lc, filters)
+		{
+			GhlFilterValue *fv = lfirst(lc);
+
+			/* one condition per field is enough: the rest is rechecked */
+			if (json_object_object_get_ex(body, fv->field, NULL))
+				continue;
+			if (fv->is_bool)
+				json_object_object_add(body, fv->field, filter_value(fv));
+			else
+			{
+				json_object *array = json_object_new_array();
+
+				json_object_object_add(body, fv->field, array);
+				json_object_array_add(array, filter_value(fv));
+			}
+		}
+		json_object_object_add(body, "limit", json_object_new_int(limit));
+		json_object_object_add(body, "skip", json_object_new_int(skip));
+		result = pstrdup(json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN));
+	}
+	PG_FINALLY();
+	{
+		json_object_put(body);
+	}
+	PG_END_TRY();
+
+	return result;
+}
+
+/*
+ * The string values of one key across the rows of a page (the ids of the
+ * calendars a location lists), with NULL for a row without one.
+ */
+List *
+ghl_json_page_strings(GhlJsonPage *page, const char *key)
+{
+	List	   *result = NIL;
+	int			i;
+
+	for (i = 0; i < page->nrows; i++)
+	{
+		json_object *value;
+
+		if (json_object_is_type(row_object(page, i), json_type_object) &&
+			json_object_object_get_ex(row_object(page, i), key, &value) &&
+			json_object_is_type(value, json_type_string))
+			result = lappend(result, pstrdup(json_object_get_string(value)));
+		else
+			result = lappend(result, NULL);
+	}
 	return result;
 }
 

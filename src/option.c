@@ -75,6 +75,7 @@ static const GhlValidOption ghl_valid_options[] = {
 	{"user_type", UserMappingRelationId, GHL_OPT_USER_TYPE},
 
 	{"resource", ForeignTableRelationId, GHL_OPT_RESOURCE},
+	{"fan_out", ForeignTableRelationId, GHL_OPT_BOOL},
 
 	{"field", AttributeRelationId, GHL_OPT_TEXT},
 

@@ -84,7 +84,8 @@ static const GhlColumnDef appointment_columns[] = {
 
 /*
  * kind, method, path, needs contact id, needs id, Version (NULL: the
- * server's), response key, one object, 404 is empty, paging, search fields
+ * server's), response key, one object, 404 is empty, paging, search fields,
+ * location in path
  */
 static const GhlEndpoint endpoints[GHL_NUM_ENDPOINTS] = {
 	[GHL_EP_CONTACTS_SEARCH] = {
@@ -115,6 +116,44 @@ static const GhlEndpoint endpoints[GHL_NUM_ENDPOINTS] = {
 		GHL_EP_APPOINTMENTS_OF_CONTACT, "GET", "/contacts/%s/appointments", true, false, NULL,
 		"events", false, true, GHL_PAGING_NONE, false
 	},
+	[GHL_EP_CONTACTS_OF_BUSINESS] = {
+		GHL_EP_CONTACTS_OF_BUSINESS, "GET", "/contacts/business/%s", false, true, NULL,
+		"contacts", false, false, GHL_PAGING_SKIP, false
+	},
+	[GHL_EP_TASKS_SEARCH] = {
+		GHL_EP_TASKS_SEARCH, "POST", "/locations/%s/tasks/search", false, false, NULL,
+		"tasks", false, false, GHL_PAGING_SKIP, false, true
+	},
+	[GHL_EP_CALENDARS] = {
+		GHL_EP_CALENDARS, "GET", "/calendars/", false, false, GHL_CALENDAR_API_VERSION,
+		"calendars", false, false, GHL_PAGING_NONE, false
+	},
+	[GHL_EP_CALENDAR_EVENTS] = {
+		GHL_EP_CALENDAR_EVENTS, "GET", "/calendars/events", false, false, GHL_CALENDAR_API_VERSION,
+		"events", false, false, GHL_PAGING_NONE, false
+	},
+	[GHL_EP_CUSTOM_FIELDS] = {
+		GHL_EP_CUSTOM_FIELDS, "GET", "/locations/%s/customFields", false, false, NULL,
+		"customFields", false, false, GHL_PAGING_NONE, false, true
+	},
+};
+
+/*
+ * The conditions each endpoint answers: resource, JSON field of the column,
+ * shape of the clause, endpoint, and the field's name in the request.
+ * Everything else is filtered locally.
+ */
+static const GhlPushable pushables[] = {
+	{GHL_RESOURCE_CONTACTS, "email", GHL_QUAL_TEXT_EQ, GHL_EP_CONTACTS_SEARCH, "email"},
+	{GHL_RESOURCE_CONTACTS, "phone", GHL_QUAL_TEXT_EQ, GHL_EP_CONTACTS_SEARCH, "phone"},
+	{GHL_RESOURCE_CONTACTS, "assignedTo", GHL_QUAL_TEXT_EQ, GHL_EP_CONTACTS_SEARCH, "assignedTo"},
+	{GHL_RESOURCE_CONTACTS, "businessId", GHL_QUAL_TEXT_EQ, GHL_EP_CONTACTS_SEARCH, "businessId"},
+	{GHL_RESOURCE_CONTACTS, "tags", GHL_QUAL_ARRAY_HAS, GHL_EP_CONTACTS_SEARCH, "tags"},
+	{GHL_RESOURCE_CONTACTS, "dateAdded", GHL_QUAL_RANGE, GHL_EP_CONTACTS_SEARCH, "dateAdded"},
+	{GHL_RESOURCE_CONTACTS, "dateUpdated", GHL_QUAL_RANGE, GHL_EP_CONTACTS_SEARCH, "dateUpdated"},
+	{GHL_RESOURCE_TASKS, "completed", GHL_QUAL_BOOL_EQ, GHL_EP_TASKS_SEARCH, "completed"},
+	{GHL_RESOURCE_TASKS, "assignedTo", GHL_QUAL_TEXT_EQ, GHL_EP_TASKS_SEARCH, "assignedTo"},
+	{GHL_RESOURCE_APPOINTMENTS, "startTime", GHL_QUAL_RANGE, GHL_EP_CALENDAR_EVENTS, "startTime"},
 };
 
 /*
@@ -130,7 +169,7 @@ static const GhlResource resources[] = {
 	{
 		GHL_RESOURCE_TASKS, "tasks",
 		task_columns, lengthof(task_columns),
-		GHL_NUM_ENDPOINTS, GHL_EP_TASK_BY_ID, GHL_EP_TASKS_OF_CONTACT, 10000.0
+		GHL_EP_TASKS_SEARCH, GHL_EP_TASK_BY_ID, GHL_EP_TASKS_OF_CONTACT, 50000.0
 	},
 	{
 		GHL_RESOURCE_NOTES, "notes",
@@ -140,7 +179,7 @@ static const GhlResource resources[] = {
 	{
 		GHL_RESOURCE_APPOINTMENTS, "appointments",
 		appointment_columns, lengthof(appointment_columns),
-		GHL_NUM_ENDPOINTS, GHL_NUM_ENDPOINTS, GHL_EP_APPOINTMENTS_OF_CONTACT, 10000.0
+		GHL_EP_CALENDAR_EVENTS, GHL_NUM_ENDPOINTS, GHL_EP_APPOINTMENTS_OF_CONTACT, 10000.0
 	},
 };
 
@@ -228,4 +267,34 @@ ghl_endpoint_path(const GhlEndpoint *ep, const char *contact_id, const char *id)
 	if (ep->needs_id)
 		return psprintf(ep->path, id);
 	return pstrdup(ep->path);
+}
+
+/*
+ * The entry of the pushable table that lets a clause of this shape on a
+ * column reading this field go to the API, or NULL.
+ */
+const GhlPushable *
+ghl_pushable(GhlResourceKind resource, const char *field, GhlQualShape shape)
+{
+	int			i;
+
+	for (i = 0; i < lengthof(pushables); i++)
+	{
+		if (pushables[i].resource == resource && pushables[i].shape == shape &&
+			strcmp(pushables[i].field, field) == 0)
+			return &pushables[i];
+	}
+	return NULL;
+}
+
+/*
+ * Whether the search endpoint can sort a resource by a field.  It sorts by
+ * more (names, email), but its order of text differs from the collation's,
+ * so only the timestamps, whose order is the same, are pushed.
+ */
+bool
+ghl_sortable(GhlResourceKind resource, const char *field)
+{
+	return resource == GHL_RESOURCE_CONTACTS &&
+		(strcmp(field, "dateAdded") == 0 || strcmp(field, "dateUpdated") == 0);
 }

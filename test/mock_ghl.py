@@ -1703,6 +1703,18 @@ def mutate(store, spec):
             else:
                 record = dict(gen.note(cid, DATA_START), dateAdded=iso_ms(now_ms()))
             out[f"{label}_creates"].append(store.put_child(kind, record)["id"])
+    # appointments carry their own dateUpdated, which every edit moves
+    out["appointment_deletes"] = pick(store.tables["appointments"], "appointment_deletes")
+    for rid in out["appointment_deletes"]:
+        store.drop_child("appointments", rid)
+    out["appointment_edits"] = pick(store.tables["appointments"], "appointment_edits")
+    for rid in out["appointment_edits"]:
+        record = dict(store.tables["appointments"][rid], appointmentStatus=rng.choice(APPT_STATUSES),
+                      dateUpdated=now_ms() // 1000 * 1000)
+        store.put_child("appointments", record)
+    out["appointment_creates"] = [
+        store.put_child("appointments", gen.appointment(cid, "Booked call"))["id"]
+        for cid in pick(store.contacts, "appointment_creates")]
     return out
 
 

@@ -29,6 +29,7 @@ status=0
 pg_virtualenv -t \
     -o "shared_preload_libraries=pg_cron" \
     -o "cron.database_name=ghl_test" \
+    -o "cron.use_background_workers=on" \
     -o "logging_collector=on" \
     -o "log_min_messages=debug1" \
     -o "max_worker_processes=32" \

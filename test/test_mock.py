@@ -300,6 +300,14 @@ class MockGhlTest(unittest.TestCase):
         self.assertEqual(status, 404)
         state = self.admin("GET", "/_mock/state")
         self.assertEqual(len(state["contacts"]), CONTACTS + 1)
+        before = {a["id"]: a for a in state["appointments"]}
+        result = self.admin("POST", "/_mock/mutate", {"seed": 4, "appointment_edits": 1,
+                                                      "appointment_deletes": 1, "appointment_creates": 1})
+        after = {a["id"]: a for a in self.admin("GET", "/_mock/state")["appointments"]}
+        self.assertNotIn(result["appointment_deletes"][0], after)
+        self.assertNotIn(result["appointment_creates"][0], before)
+        edited = result["appointment_edits"][0]
+        self.assertGreater(after[edited]["dateUpdated"], before[edited]["dateUpdated"])
         self.admin("POST", "/_mock/reset", {"contacts": CONTACTS, "seed": 7})
 
 

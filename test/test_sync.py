@@ -1,0 +1,185 @@
+"""ghl_fdw.sync as processes see it: a concurrent second run is skipped, a
+pg_cron job made by schedule_sync really runs, and the acceptance run of
+20,000 contacts (full sync, changes, incremental sync, full sync).
+
+Uses test.sync_diff(), which the sync pg_regress suite creates in the same
+database before these tests run.
+"""
+import math
+import time
+import unittest
+
+from pgtest import MOCK_URL, mock, psql, psql_value, start_psql
+
+SERVER = "ghl_py"
+SCHEMA = "rankr_py"
+RUN_COLUMNS = "resource, mode, status, rows_upserted, rows_deleted, requests"
+
+
+def sync(args="", columns=RUN_COLUMNS):
+    """Run ghl_fdw.sync on the test server; rows as tuples, by resource."""
+    out = psql_rows(f"SELECT {columns} FROM ghl_fdw.sync('{SERVER}'{args}) ORDER BY resource")
+    return {row[0]: row[1:] for row in out}
+
+
+def psql_rows(sql):
+    return [line.split("|") for line in psql(sql)[1].splitlines() if line]
+
+
+def diff():
+    """test.sync_diff() of the test schema: resource -> (mock, live, missing, extra, tombstones)."""
+    return {r[0]: tuple(int(v) for v in r[1:])
+            for r in psql_rows(f"SELECT * FROM test.sync_diff('{SCHEMA}')")}
+
+
+def request_counts():
+    """Requests the mock logged since the last clear, by endpoint."""
+    counts = {}
+    for entry in mock("GET", "/_mock/requests"):
+        path = "/".join("{id}" if len(p) == 20 else p for p in entry["path"].split("/"))
+        key = f"{entry['method']} {path}"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+@unittest.skipUnless(MOCK_URL, "needs the test cluster and mock")
+class SyncProcessTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        psql(f"""
+            CREATE EXTENSION IF NOT EXISTS pg_cron;
+            SELECT format('CREATE SERVER {SERVER} FOREIGN DATA WRAPPER ghl_fdw OPTIONS (
+                location_id %L, base_url %L, sync_schema %L)',
+                've9EPM428h8vShlRW1KT', mock_url, '{SCHEMA}') FROM test.env \\gexec
+            CREATE USER MAPPING FOR CURRENT_USER SERVER {SERVER}
+                OPTIONS (access_token 'pit-mock-token');
+        """)
+
+    @classmethod
+    def tearDownClass(cls):
+        psql(f"""
+            DROP SERVER {SERVER} CASCADE;
+            DROP SCHEMA IF EXISTS {SCHEMA} CASCADE;
+            DROP SCHEMA IF EXISTS ghl_fdw_src_{SERVER};
+            DELETE FROM ghl_fdw.sync_state WHERE server_name = '{SERVER}';
+            DELETE FROM ghl_fdw.sync_runs WHERE server_name = '{SERVER}';
+        """)
+        mock("POST", "/_mock/reset", {"contacts": 100, "seed": 42})
+
+    def setUp(self):
+        psql(f"""
+            DROP SCHEMA IF EXISTS {SCHEMA} CASCADE;
+            DELETE FROM ghl_fdw.sync_state WHERE server_name = '{SERVER}';
+        """)
+        mock("DELETE", "/_mock/faults")
+
+    def test_concurrent_run_is_skipped(self):
+        mock("POST", "/_mock/reset", {"contacts": 100, "seed": 42})
+        # hold the first run inside its contact search
+        mock("POST", "/_mock/faults", {"method": "POST", "path": "^/contacts/search$",
+                                       "kind": "delay", "delay_ms": 4000})
+        first = start_psql(f"SELECT status FROM ghl_fdw.sync('{SERVER}', '{{contacts}}');")
+        deadline = time.monotonic() + 30
+        while psql_value("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted") == "0":
+            self.assertLess(time.monotonic(), deadline, "the first run never took its lock")
+            time.sleep(0.05)
+        started = time.monotonic()
+        second = sync()
+        elapsed = time.monotonic() - started
+        out, err = first.stdout.read(), first.stderr.read()
+        self.assertEqual(first.wait(timeout=60), 0, err)
+        self.assertEqual(out.split(), ["succeeded"])
+        self.assertEqual({r: v[1] for r, v in second.items()},
+                         {"appointments": "skipped", "contacts": "skipped",
+                          "notes": "skipped", "tasks": "skipped"})
+        self.assertLess(elapsed, 2.0, "a skipped run must return at once")
+        # skipped runs are in the ledger with their reason
+        self.assertEqual(psql_value(f"""
+            SELECT count(*) FROM ghl_fdw.sync_runs WHERE server_name = '{SERVER}'
+               AND status = 'skipped' AND error = 'another sync of this server is running'"""), "4")
+
+    def test_cron_job_runs(self):
+        mock("POST", "/_mock/reset", {"contacts": 100, "seed": 42})
+        sync()
+        changed = mock("POST", "/_mock/mutate", {"seed": 9, "update": 1})["updated"][0]
+        last_run = psql_value("SELECT coalesce(max(run_id), 0) FROM ghl_fdw.sync_runs")
+        job = psql_value(f"SELECT ghl_fdw.schedule_sync('{SERVER}', '* * * * *')")
+        try:
+            # pg_cron 1.4 starts jobs on minute boundaries
+            deadline = time.monotonic() + 90
+            while True:
+                status = psql_value(f"""
+                    SELECT coalesce(max(status), 'none') FROM ghl_fdw.sync_runs
+                    WHERE server_name = '{SERVER}' AND run_id > {last_run}""")
+                if status != "none":
+                    break
+                self.assertLess(time.monotonic(), deadline, "the pg_cron job did not run")
+                time.sleep(1)
+        finally:
+            self.assertEqual(psql_value(f"SELECT ghl_fdw.unschedule_sync('{SERVER}')"), "t")
+        self.assertEqual(status, "succeeded")
+        self.assertEqual(psql_value(f"""
+            SELECT count(*) FROM cron.job_run_details
+            WHERE jobid = {job} AND status = 'succeeded'"""), "1")
+        # its effect: the changed contact is synced as the API has it now
+        self.assertEqual(psql_value(f"""
+            SELECT date_updated = (SELECT date_updated FROM ghl_fdw_src_{SERVER}.contacts
+                                   WHERE id = '{changed}')
+            FROM {SCHEMA}.contacts WHERE id = '{changed}'"""), "t")
+        self.assertEqual(diff()["contacts"][2:4], (0, 0))
+
+    def test_acceptance_20k(self):
+        mock("POST", "/_mock/reset", {"contacts": 20000, "seed": 5})
+        started = time.monotonic()
+        full = sync()
+        print(f"\nfull sync of 20,000 contacts: {time.monotonic() - started:.1f} s, {full}")
+        self.assertTrue(all(v[1] == "succeeded" for v in full.values()), full)
+        self.assertEqual(full["contacts"][2], "20000")
+        self.assertTrue(all(d[2:4] == (0, 0) and d[0] == d[1] for d in diff().values()))
+
+        changes = mock("POST", "/_mock/mutate", {
+            "seed": 6, "update": 50, "create": 10, "delete": 5, "task_edits": 10,
+            "note_edits": 10, "task_creates": 5, "note_deletes": 5})
+        changed = set(changes["updated"]) | set(changes["created"])
+        # due: the changed contacts and those in the overlap window below
+        # the watermark
+        due = len(changed | set(psql(f"""
+            SELECT id FROM {SCHEMA}.contacts
+            WHERE date_updated >= (SELECT watermark - interval '5 minutes' FROM ghl_fdw.sync_state
+                                   WHERE server_name = '{SERVER}' AND resource = 'contacts')""")[1].split()))
+        mock("DELETE", "/_mock/requests")
+        started = time.monotonic()
+        incremental = sync()
+        counts = request_counts()
+        print(f"incremental run: {time.monotonic() - started:.1f} s, {incremental}")
+        print(f"incremental requests by endpoint: {counts}")
+        self.assertEqual(incremental["contacts"][2], str(len(changed)))
+        # one request per due contact and child resource
+        for child in ("tasks", "notes", "appointments"):
+            self.assertEqual(counts[f"GET /contacts/{{id}}/{child}"], due)
+        # the contact scan: one search page until date_updated is pushed
+        # down, every page of the location before that
+        self.assertLessEqual(counts["POST /contacts/search"], math.ceil(20005 / 500) + 1)
+        self.assertEqual(sum(counts.values()), sum(int(v[4]) for v in incremental.values()))
+        after = diff()
+        print(f"after the incremental run (mock, live, missing, extra, tombstones): {after}")
+        # contacts are exact but for the 5 deletes, which need a full run;
+        # so are appointments but for those of the deleted contacts
+        self.assertEqual(after["contacts"][2:4], (0, 5))
+        self.assertEqual(after["appointments"][2], 0)
+
+        full = sync(", full => true")
+        print(f"full run after the changes: {full}")
+        after = diff()
+        print(f"after the full run: {after}")
+        for resource, (want, live, missing, extra, _) in after.items():
+            self.assertEqual((missing, extra), (0, 0), resource)
+            self.assertEqual(want, live, resource)
+        self.assertEqual(after["contacts"][4], 5)
+        self.assertEqual(psql_value(f"""
+            SELECT count(*) FROM {SCHEMA}.contacts
+            WHERE deleted_at IS NOT NULL AND id = ANY ('{{{','.join(changes['deleted'])}}}')"""), "5")
+
+
+if __name__ == "__main__":
+    unittest.main()
