@@ -8,7 +8,9 @@ OBJS = \
 	src/json.o \
 	src/option.o \
 	src/pushdown.o \
-	src/resource.o
+	src/resource.o \
+	src/token_store.o \
+	src/token_worker.o
 
 EXTENSION = ghl_fdw
 DATA = sql/ghl_fdw--1.0.sql

@@ -16,6 +16,7 @@
 
 #include "postgres.h"
 
+#include "datatype/timestamp.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "nodes/pathnodes.h"
@@ -255,6 +256,53 @@ extern bool ghl_auth_forget(GhlOptions *options);
 extern void ghl_auth_require_scope(GhlConnection *conn, GhlOptions *options,
 								   const char *scope);
 
+/* a token may be used until this long before it expires */
+#define GHL_TOKEN_REFRESH_MARGIN_MS	(300 * 1000)
+/* longest token, scope list or id auth.c accepts from the token endpoint */
+#define GHL_TOKEN_MAX			8192
+
+/*
+ * One user mapping's OAuth state, as kept in ghl_fdw.token_store.  In
+ * Company mode access_token is the location token and agency_token the
+ * Company token it was bought with.  Strings are NULL when unknown.
+ */
+typedef struct GhlToken
+{
+	char	   *seed_fingerprint;	/* of the seed credentials it grew from */
+	char	   *access_token;
+	TimestampTz expires_at;
+	char	   *refresh_token;
+	char	   *agency_token;
+	TimestampTz agency_expires_at;
+	char	   *scopes;			/* space separated */
+	char	   *user_type;
+	char	   *company_id;
+	char	   *location_id;
+	TimestampTz last_refresh;
+} GhlToken;
+
+extern char *ghl_auth_seed_fingerprint(GhlOptions *options);
+extern bool ghl_auth_token_usable(GhlOptions *options, const GhlToken *token,
+								  const char *rejected);
+extern void ghl_auth_grant(GhlConnection *conn, GhlOptions *options,
+						   GhlToken *token);
+extern void ghl_auth_location_token(GhlConnection *conn, GhlOptions *options,
+									GhlToken *token);
+
+/*
+ * in token_store.c
+ */
+extern bool ghl_store_read(Oid umid, GhlToken *token);
+extern void ghl_store_write(Oid umid, const GhlToken *token);
+extern Oid	ghl_store_owner(void);
+
+/*
+ * in token_worker.c
+ */
+extern void ghl_token_worker_run(GhlOptions *options, const char *rejected,
+								 GhlToken *token);
+extern PGDLLEXPORT void ghl_token_worker_main(Datum arg);
+
 /*
  * in json.c
  */
@@ -315,6 +363,22 @@ extern char *ghl_json_search_body(const char *location_id, int page_limit,
 								  bool sort_desc);
 extern char *ghl_json_task_search_body(List *filters, int limit, int skip);
 extern List *ghl_json_page_strings(GhlJsonPage *page, const char *key);
+
+/* The fields of a token endpoint's answer that auth.c uses. */
+typedef struct GhlTokenResponse
+{
+	char	   *access_token;
+	char	   *refresh_token;
+	int64		expires_in;		/* seconds */
+	char	   *scope;			/* space separated */
+	char	   *user_type;
+	char	   *company_id;
+	char	   *location_id;
+} GhlTokenResponse;
+
+extern void ghl_json_token_response(const char *data, size_t len,
+									const char *server_name,
+									GhlTokenResponse *out);
 
 /*
  * in pushdown.c

@@ -582,3 +582,69 @@ ghl_json_page_strings(GhlJsonPage *page, const char *key)
 	}
 	return result;
 }
+
+/*
+ * A string member of a token response, copied, or NULL when it is absent
+ * or not a string.
+ */
+static char *
+token_string(json_object *root, const char *key)
+{
+	json_object *value;
+
+	if (!json_object_object_get_ex(root, key, &value) || value == NULL ||
+		!json_object_is_type(value, json_type_string))
+		return NULL;
+	return pstrdup(json_object_get_string(value));
+}
+
+/*
+ * Pick the fields auth.c needs out of an answer of /oauth/token or
+ * /oauth/locationToken.  The body holds secrets, so no error quotes it.
+ */
+void
+ghl_json_token_response(const char *data, size_t len, const char *server_name,
+						GhlTokenResponse *out)
+{
+	json_object *root = NULL;
+	json_tokener *tok;
+
+	memset(out, 0, sizeof(GhlTokenResponse));
+	if (data != NULL && len > 0 && len <= INT_MAX &&
+		(tok = json_tokener_new()) != NULL)
+	{
+		root = json_tokener_parse_ex(tok, data, (int) len);
+		json_tokener_free(tok);
+	}
+
+	PG_TRY();
+	{
+		json_object *value;
+
+		if (root != NULL && json_object_is_type(root, json_type_object))
+		{
+			out->access_token = token_string(root, "access_token");
+			out->refresh_token = token_string(root, "refresh_token");
+			out->scope = token_string(root, "scope");
+			out->user_type = token_string(root, "userType");
+			out->company_id = token_string(root, "companyId");
+			out->location_id = token_string(root, "locationId");
+			if (json_object_object_get_ex(root, "expires_in", &value) &&
+				value != NULL && json_object_is_type(value, json_type_int))
+				out->expires_in = json_object_get_int64(value);
+		}
+		if (out->access_token == NULL || out->access_token[0] == '\0' ||
+			out->expires_in <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+					 errmsg("token response of GHL server \"%s\" lacks access_token or expires_in",
+							server_name),
+					 errhint("Check the server option token_url.")));
+	}
+	PG_FINALLY();
+	{
+		if (root != NULL)
+			json_object_put(root);
+	}
+	PG_END_TRY();
+}

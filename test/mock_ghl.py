@@ -11,7 +11,8 @@ X-RateLimit-* headers, and a validator that rejects unknown properties.
 
 Tests drive it through an unauthenticated admin API under /_mock/ (request
 log, fault injection, runtime config, stats, state dump, seeded mutations,
-reset).  Standard library only, so it runs wherever the tests run.
+reset, the tokens it issued).  Standard library only, so it runs wherever
+the tests run.
 """
 
 import argparse
@@ -736,6 +737,7 @@ class TokenAuthority:
 
     def __init__(self, args, config):
         self.args, self.config = args, config
+        self.issued = []        # every token ever issued, for leak checks; reset keeps it
         self.reset()
 
     def reset(self):
@@ -765,6 +767,7 @@ class TokenAuthority:
         if with_refresh:
             answer["refresh_token"] = f"rt-{self.serial}-{uuid.uuid4().hex}"
             self.refresh[answer["refresh_token"]] = {"userType": user_type}
+        self.issued += [answer[k] for k in ("access_token", "refresh_token") if k in answer]
         answer.update(scope=" ".join(self.config["scopes"]), userType=user_type,
                       companyId=self.args.company_id, userId="mock-user")
         if location_id:
@@ -1621,6 +1624,10 @@ class AdminApi:
             else:
                 raise ValueError(f"unknown config key or wrong type: {key}")
         return dict(config)
+
+    def get_issued_tokens(self, req, body):
+        """Every access and refresh token issued since the mock started, so tests can grep for leaks."""
+        return {"tokens": list(self.app.tokens.issued)}
 
     def get_stats(self, req, body):
         stats = self.app.recorder.stats     # copied: it is serialised after the lock is released

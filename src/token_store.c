@@ -1,0 +1,211 @@
+/*-------------------------------------------------------------------------
+ *
+ * token_store.c
+ *		  Reading and writing ghl_fdw.token_store, the durable home of each
+ *		  user mapping's OAuth tokens.
+ *
+ * The table is owned by the extension's owner and closed to PUBLIC, so the
+ * secrets in it are out of reach of ordinary roles.  Whoever runs a query
+ * against a foreign table reads and writes it through these functions,
+ * which switch to the owner for the duration of one SPI statement.
+ *
+ * IDENTIFICATION
+ *		  src/token_store.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "ghl_fdw.h"
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+
+#define GHL_STORE_COLUMNS \
+	"seed_fingerprint, access_token, expires_at, refresh_token, " \
+	"agency_token, agency_expires_at, scopes, user_type, company_id, " \
+	"location_id, last_refresh"
+#define GHL_STORE_NCOLUMNS 11
+
+/*
+ * The role that owns the token store: the only one, besides superusers,
+ * that may read it.  Looked up each time, since the owner can change.
+ */
+Oid
+ghl_store_owner(void)
+{
+	Oid			nspid = get_namespace_oid("ghl_fdw", false);
+	Oid			relid = get_relname_relid("token_store", nspid);
+	HeapTuple	tp;
+	Oid			owner;
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table ghl_fdw.token_store does not exist"),
+				 errhint("Reinstall the ghl_fdw extension.")));
+	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tp))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tp))->relowner;
+	ReleaseSysCache(tp);
+	return owner;
+}
+
+/*
+ * Run one statement on the token store as its owner.  The caller's user
+ * and security context come back even when the statement fails.
+ */
+static void
+store_execute(const char *sql, int nargs, Oid *argtypes, Datum *values,
+			  const char *nulls, int expected)
+{
+	Oid			saved_userid;
+	int			saved_sec_context;
+	int			rc;
+
+	GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
+	SetUserIdAndSecContext(ghl_store_owner(),
+						   saved_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	PG_TRY();
+	{
+		rc = SPI_execute_with_args(sql, nargs, argtypes, values, nulls,
+								   false, 1);
+		if (rc != expected)
+			elog(ERROR, "token store statement failed: %s",
+				 SPI_result_code_string(rc));
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(saved_userid, saved_sec_context);
+	}
+	PG_END_TRY();
+}
+
+/* A text column of the current SPI row, copied into cxt, or NULL. */
+static char *
+store_text(HeapTuple tuple, TupleDesc desc, int attno, MemoryContext cxt)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tuple, desc, attno, &isnull);
+
+	return isnull ? NULL : MemoryContextStrdup(cxt, TextDatumGetCString(d));
+}
+
+/* A timestamptz column of the current SPI row, 0 when NULL. */
+static TimestampTz
+store_timestamp(HeapTuple tuple, TupleDesc desc, int attno)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tuple, desc, attno, &isnull);
+
+	return isnull ? 0 : DatumGetTimestampTz(d);
+}
+
+/*
+ * Read a mapping's stored tokens into *token (allocated in the caller's
+ * memory context).  Returns false, with *token zeroed, when there is no
+ * row yet.
+ */
+bool
+ghl_store_read(Oid umid, GhlToken *token)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(umid)};
+	bool		found = false;
+
+	memset(token, 0, sizeof(GhlToken));
+	SPI_connect();
+	store_execute("SELECT " GHL_STORE_COLUMNS
+				  " FROM ghl_fdw.token_store WHERE umid = $1",
+				  1, argtypes, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed > 0)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+
+		token->seed_fingerprint = store_text(tuple, desc, 1, cxt);
+		token->access_token = store_text(tuple, desc, 2, cxt);
+		token->expires_at = store_timestamp(tuple, desc, 3);
+		token->refresh_token = store_text(tuple, desc, 4, cxt);
+		token->agency_token = store_text(tuple, desc, 5, cxt);
+		token->agency_expires_at = store_timestamp(tuple, desc, 6);
+		token->scopes = store_text(tuple, desc, 7, cxt);
+		token->user_type = store_text(tuple, desc, 8, cxt);
+		token->company_id = store_text(tuple, desc, 9, cxt);
+		token->location_id = store_text(tuple, desc, 10, cxt);
+		token->last_refresh = store_timestamp(tuple, desc, 11);
+		found = true;
+	}
+	SPI_finish();
+	return found;
+}
+
+/* Set one text parameter, NULL for a NULL string. */
+static void
+store_arg_text(Datum *values, char *nulls, int i, const char *value)
+{
+	values[i] = value ? CStringGetTextDatum(value) : (Datum) 0;
+	nulls[i] = value ? ' ' : 'n';
+}
+
+/* Set one timestamptz parameter, NULL for 0. */
+static void
+store_arg_timestamp(Datum *values, char *nulls, int i, TimestampTz value)
+{
+	values[i] = TimestampTzGetDatum(value);
+	nulls[i] = value != 0 ? ' ' : 'n';
+}
+
+/*
+ * Insert or replace a mapping's row.  The caller commits: in the token
+ * worker that happens right after, so a new refresh token is never held
+ * only in memory.
+ */
+void
+ghl_store_write(Oid umid, const GhlToken *token)
+{
+	Oid			argtypes[GHL_STORE_NCOLUMNS + 1];
+	Datum		values[GHL_STORE_NCOLUMNS + 1];
+	char		nulls[GHL_STORE_NCOLUMNS + 1];
+	int			i;
+
+	for (i = 0; i <= GHL_STORE_NCOLUMNS; i++)
+		argtypes[i] = TEXTOID;
+	argtypes[0] = OIDOID;
+	argtypes[3] = argtypes[6] = argtypes[11] = TIMESTAMPTZOID;
+	values[0] = ObjectIdGetDatum(umid);
+	nulls[0] = ' ';
+	store_arg_text(values, nulls, 1, token->seed_fingerprint);
+	store_arg_text(values, nulls, 2, token->access_token);
+	store_arg_timestamp(values, nulls, 3, token->expires_at);
+	store_arg_text(values, nulls, 4, token->refresh_token);
+	store_arg_text(values, nulls, 5, token->agency_token);
+	store_arg_timestamp(values, nulls, 6, token->agency_expires_at);
+	store_arg_text(values, nulls, 7, token->scopes);
+	store_arg_text(values, nulls, 8, token->user_type);
+	store_arg_text(values, nulls, 9, token->company_id);
+	store_arg_text(values, nulls, 10, token->location_id);
+	store_arg_timestamp(values, nulls, 11, token->last_refresh);
+
+	SPI_connect();
+	store_execute("INSERT INTO ghl_fdw.token_store (umid, " GHL_STORE_COLUMNS ")"
+				  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+				  " ON CONFLICT (umid) DO UPDATE SET"
+				  " (" GHL_STORE_COLUMNS ") = (EXCLUDED.seed_fingerprint,"
+				  " EXCLUDED.access_token, EXCLUDED.expires_at,"
+				  " EXCLUDED.refresh_token, EXCLUDED.agency_token,"
+				  " EXCLUDED.agency_expires_at, EXCLUDED.scopes,"
+				  " EXCLUDED.user_type, EXCLUDED.company_id,"
+				  " EXCLUDED.location_id, EXCLUDED.last_refresh)",
+				  GHL_STORE_NCOLUMNS + 1, argtypes, values, nulls,
+				  SPI_OK_INSERT);
+	SPI_finish();
+}

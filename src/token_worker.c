@@ -1,0 +1,285 @@
+/*-------------------------------------------------------------------------
+ *
+ * token_worker.c
+ *		  A short-lived background worker that refreshes one user mapping's
+ *		  OAuth token in a transaction of its own.
+ *
+ * HighLevel's refresh tokens are single use: the answer to a refresh holds
+ * the only copy of the next one.  If it were written in the transaction of
+ * the query that needed a token, a ROLLBACK, a cancel or a crashed backend
+ * would lose it and break the installation.  So the backend hands the job
+ * to a worker that takes a per-mapping lock (single flight: concurrent
+ * backends never spend the same refresh token), re-reads the store, asks
+ * the token endpoint only if the stored token is still unusable, and
+ * commits the answer before handing the access token back through dynamic
+ * shared memory.  The backend waits interruptibly; if it goes away, the
+ * worker still commits.
+ *
+ * IDENTIFICATION
+ *		  src/token_worker.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "ghl_fdw.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "storage/dsm.h"
+#include "storage/ipc.h"
+#include "storage/lock.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+/* second half of the advisory lock (umid, key) token workers take */
+#define GHL_LOCK_REFRESH		0x67686c32
+
+/* The job and its answer, in a DSM segment shared by backend and worker. */
+typedef struct GhlTokenJob
+{
+	/* set by the backend */
+	Oid			dboid;
+	Oid			owner;			/* the worker connects as the store's owner */
+	Oid			serverid;
+	Oid			userid;
+	char		rejected[GHL_TOKEN_MAX];	/* access token the API refused */
+
+	/* set by the worker */
+	bool		done;
+	int			sqlerrcode;		/* 0 on success */
+	char		message[1024];
+	char		detail[1024];
+	char		hint[1024];
+	char		access_token[GHL_TOKEN_MAX];
+	TimestampTz expires_at;
+	char		scopes[GHL_TOKEN_MAX];
+	TimestampTz last_refresh;
+} GhlTokenJob;
+
+/* Copy a string into a fixed buffer of the job; "" for NULL. */
+static void
+job_copy(char *dst, size_t size, const char *src)
+{
+	strlcpy(dst, src ? src : "", size);
+}
+
+/*
+ * Take the single-flight lock of a user mapping for the rest of this
+ * process: the worker exits right after its last commit, and the commit
+ * that saves a rotated refresh token must not release it early.
+ */
+static void
+lock_mapping(Oid umid)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, umid, GHL_LOCK_REFRESH, 2);
+	(void) LockAcquire(&tag, ExclusiveLock, true, false);
+}
+
+/*
+ * Save the token and commit at once, then go on in a new transaction: from
+ * here on the new refresh token survives whatever happens next.
+ */
+static void
+commit_token(Oid umid, GhlToken *token)
+{
+	ghl_store_write(umid, token);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+/*
+ * The worker's job proper: under the lock, reuse what another worker has
+ * just stored, or ask the token endpoint and commit its answer.
+ */
+static void
+obtain_token(GhlTokenJob *job)
+{
+	GhlOptions *options = ghl_get_options(job->serverid, job->userid);
+	GhlConnection *conn = ghl_get_connection(options);
+	char	   *fingerprint = ghl_auth_seed_fingerprint(options);
+	bool		company = strcmp(options->user_type, "Company") == 0;
+	GhlToken	token;
+
+	lock_mapping(options->umid);
+	if (!ghl_store_read(options->umid, &token) ||
+		token.seed_fingerprint == NULL ||
+		strcmp(token.seed_fingerprint, fingerprint) != 0)
+	{
+		/* first use, or ALTER USER MAPPING brought new seed credentials */
+		memset(&token, 0, sizeof(GhlToken));
+		token.seed_fingerprint = fingerprint;
+		token.refresh_token = options->refresh_token;
+	}
+
+	if (!ghl_auth_token_usable(options, &token, job->rejected))
+	{
+		TimestampTz margin_end =
+			TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+										GHL_TOKEN_REFRESH_MARGIN_MS);
+
+		/*
+		 * A location token the API refused casts doubt on the Company token
+		 * it was bought with (both are revoked together): renew both.
+		 */
+		if (!company || token.agency_token == NULL ||
+			token.agency_expires_at <= margin_end || job->rejected[0] != '\0')
+		{
+			ghl_auth_grant(conn, options, &token);
+			commit_token(options->umid, &token);
+		}
+		if (company)
+		{
+			ghl_auth_location_token(conn, options, &token);
+			commit_token(options->umid, &token);
+		}
+	}
+
+	if (strlen(token.access_token) >= sizeof(job->access_token) ||
+		(token.scopes && strlen(token.scopes) >= sizeof(job->scopes)))
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("token or scope list from GHL server \"%s\" exceeds %d bytes",
+						options->server_name, GHL_TOKEN_MAX - 1)));
+	job_copy(job->access_token, sizeof(job->access_token), token.access_token);
+	job_copy(job->scopes, sizeof(job->scopes), token.scopes);
+	job->expires_at = token.expires_at;
+	job->last_refresh = token.last_refresh;
+}
+
+/*
+ * Entry point of the worker.  Every error is caught and handed to the
+ * backend, which raises it as its own; the worker itself exits quietly.
+ */
+void
+ghl_token_worker_main(Datum arg)
+{
+	dsm_segment *seg;
+	GhlTokenJob *job;
+
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	seg = dsm_attach(DatumGetUInt32(arg));
+	if (seg == NULL)
+		proc_exit(0);			/* the backend gave up before we started */
+	job = (GhlTokenJob *) dsm_segment_address(seg);
+
+	BackgroundWorkerInitializeConnectionByOid(job->dboid, job->owner, 0);
+
+	/*
+	 * The store must be re-read after the lock is granted, which takes a
+	 * snapshot per statement, and written: whatever the database's defaults.
+	 */
+	SetConfigOption("default_transaction_isolation", "read committed",
+					PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_read_only", "off",
+					PGC_SUSET, PGC_S_OVERRIDE);
+	pgstat_report_activity(STATE_RUNNING, "ghl_fdw token refresh");
+
+	PG_TRY();
+	{
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		obtain_token(job);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		job->sqlerrcode = 0;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(TopMemoryContext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		job->sqlerrcode = edata->sqlerrcode;
+		job_copy(job->message, sizeof(job->message), edata->message);
+		job_copy(job->detail, sizeof(job->detail), edata->detail);
+		job_copy(job->hint, sizeof(job->hint), edata->hint);
+		job->access_token[0] = '\0';
+	}
+	PG_END_TRY();
+
+	pg_write_barrier();
+	job->done = true;
+	dsm_detach(seg);
+	proc_exit(0);
+}
+
+/*
+ * Run a worker for this mapping and wait for it: the wait ends on cancel
+ * and statement_timeout like any other, while the worker finishes and
+ * commits regardless.  On success *token holds the access token, its
+ * expiry and scopes; a failure of the worker is raised here.
+ */
+void
+ghl_token_worker_run(GhlOptions *options, const char *rejected,
+					 GhlToken *token)
+{
+	dsm_segment *seg;
+	GhlTokenJob *job;
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+	BgwHandleStatus status;
+
+	seg = dsm_create(sizeof(GhlTokenJob), 0);
+	job = (GhlTokenJob *) dsm_segment_address(seg);
+	memset(job, 0, sizeof(GhlTokenJob));
+	job->dboid = MyDatabaseId;
+	job->owner = ghl_store_owner();
+	job->serverid = options->serverid;
+	job->userid = options->userid;
+	job_copy(job->rejected, sizeof(job->rejected), rejected);
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
+		BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "ghl_fdw");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "ghl_token_worker_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "ghl_fdw token refresh for %s",
+			 options->server_name);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "ghl_fdw token refresh");
+	worker.bgw_main_arg = UInt32GetDatum(dsm_segment_handle(seg));
+	worker.bgw_notify_pid = MyProcPid;
+
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+				 errmsg("could not start a background worker to refresh the token for GHL server \"%s\"",
+						options->server_name),
+				 errhint("Raise max_worker_processes.")));
+
+	status = WaitForBackgroundWorkerShutdown(handle);
+	pg_read_barrier();
+	if (status != BGWH_STOPPED || !job->done)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_ERROR),
+				 errmsg("token refresh worker for GHL server \"%s\" ended without an answer",
+						options->server_name),
+				 errhint("See the server log.")));
+	if (job->sqlerrcode != 0)
+		ereport(ERROR,
+				(errcode(job->sqlerrcode),
+				 errmsg("%s", job->message),
+				 job->detail[0] ? errdetail("%s", job->detail) : 0,
+				 job->hint[0] ? errhint("%s", job->hint) : 0));
+
+	memset(token, 0, sizeof(GhlToken));
+	token->access_token = pstrdup(job->access_token);
+	token->scopes = pstrdup(job->scopes);
+	token->expires_at = job->expires_at;
+	token->last_refresh = job->last_refresh;
+	explicit_bzero(job->access_token, sizeof(job->access_token));
+	explicit_bzero(job->rejected, sizeof(job->rejected));
+	dsm_detach(seg);
+}
