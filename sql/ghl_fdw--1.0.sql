@@ -307,6 +307,13 @@ BEGIN
                        0, 0, 0, NULL, NULL);
             IF r = 'contacts' THEN
                 run.requests := contact_requests;
+            ELSIF r = 'tasks' AND mode = 'full' THEN
+                -- the location-wide task search pages through every task
+                -- at once, instead of one request per contact
+                run.requests := ghl_fdw._sync_fetch(format(
+                    'INSERT INTO pg_temp.ghl_fdw_stage_tasks SELECT %s FROM %I.tasks t',
+                    (SELECT string_agg('t.' || quote_ident(column_name), ', ')
+                     FROM ghl_fdw._sync_columns(src, r)), src));
             ELSE
                 -- the children of every covered contact, one request per
                 -- contact and resource (the API lists them per contact);
@@ -318,10 +325,10 @@ BEGIN
                     'ghl_fdw_stage_' || r,
                     (SELECT string_agg('t.' || quote_ident(column_name), ', ')
                      FROM ghl_fdw._sync_columns(src, r)), src, r));
-                -- without a contacts row, the contact scan counts here
-                IF r = resources[1] THEN
-                    run.requests := run.requests + contact_requests;
-                END IF;
+            END IF;
+            -- without a contacts row, the contact scan counts here
+            IF r <> 'contacts' AND r = resources[1] THEN
+                run.requests := run.requests + contact_requests;
             END IF;
             upserted := ghl_fdw._sync_upsert(src, sync_schema, r);
 
