@@ -8,6 +8,7 @@ OBJS = \
 	src/json.o \
 	src/option.o \
 	src/pushdown.o \
+	src/ratelimit.o \
 	src/resource.o
 
 EXTENSION = ghl_fdw
