@@ -103,7 +103,6 @@ ALTER SERVER ghl OPTIONS (DROP timeout_ms);
 SELECT requests, retries FROM ghl_fdw.request_stats WHERE server_name = 'ghl';
 
 -- a response larger than ghl_fdw.max_response_bytes: 54000, not retried
-SELECT pg_sleep(2);
 SET ghl_fdw.max_response_bytes = '100kB';
 SELECT test.mock_forget();
 SELECT test.fault('{"path": "^/contacts/search$", "kind": "big", "size_bytes": 300000, "times": 1}');

@@ -31,9 +31,12 @@ ALTER SERVER ghl OPTIONS (SET max_retries '0');
 SELECT test.fault('{"path": "^/contacts/search$", "status": 429, "retry_after": 1, "times": 1}');
 SELECT test.error_of('SELECT count(*) FROM ghl.contacts');
 
--- 12 requests against 5 per second: paced, without a single 429
+-- 12 requests against 5 per second: paced, without a 429 (a "delay"
+-- request of an earlier suite may still take a slot of the mock's window,
+-- and the governor cannot know of it in advance: at most one 429)
 SELECT pg_sleep(1.1);
 SELECT test.mock_forget();
+SELECT ghl_fdw.request_stats_reset();
 UPDATE t0 SET started = clock_timestamp();
 DO $$
 BEGIN
@@ -42,18 +45,22 @@ BEGIN
     END LOOP;
 END $$;
 SELECT clock_timestamp() - started >= interval '1.9 seconds' AS paced FROM t0;
-SELECT count(*) AS requests, count(*) FILTER (WHERE status = 429) AS rate_limited
+SELECT count(*) FILTER (WHERE status = 200) AS answered,
+       count(*) FILTER (WHERE status = 429) <= 1 AS at_most_one_429
 FROM test.attempts();
-SELECT requests > 12, retries, rate_limited, throttle_waits > 0 AS throttled, shared
+SELECT requests - rate_limited AS answered, retries = rate_limited AS only_429s_retried,
+       throttle_waits > 0 AS throttled, shared
 FROM ghl_fdw.request_stats WHERE server_name = 'ghl';
 
--- the daily floor: once the API reports 9 requests left, a floor of 20
+-- the daily floor: once the API reports 9 requests left (8 if a late
+-- request of an earlier suite took one), a floor of 20
 -- refuses the next query without sending it
 SELECT count(*) FROM test.mock('POST', '/_mock/config', '{"daily_remaining": 10}');
 ALTER SERVER ghl OPTIONS (ADD daily_budget_floor '20');
 SELECT test.mock_forget();
 SELECT count(*) FROM ghl.contacts;
-SELECT test.error_of('SELECT count(*) FROM ghl.contacts');
+SELECT regexp_replace(test.error_of('SELECT count(*) FROM ghl.contacts'),
+                      '\d+ requests', 'N requests');
 SELECT count(*) AS requests_sent FROM test.attempts();
 SELECT budget_refusals FROM ghl_fdw.request_stats WHERE server_name = 'ghl';
 -- lowering the floor lets requests through again
