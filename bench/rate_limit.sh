@@ -20,11 +20,7 @@ limit=20
 interval_ms=2000
 
 if [ "${1:-}" != "--inner" ]; then
-    # the extension is installed system-wide: take turns with test runs
-    if [ -z "${GHL_TEST_LOCKED:-}" ] && command -v flock >/dev/null; then
-        export GHL_TEST_LOCKED=1
-        exec flock /tmp/ghl_fdw-tests.lock "$0" "$@"
-    fi
+    take_test_lock "$@"
     ensure_packages
     build_and_install >/dev/null
     preload=pg_cron,ghl_fdw

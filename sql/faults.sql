@@ -8,6 +8,24 @@
 SELECT test.mock_forget();
 SELECT ghl_fdw.request_stats_reset();
 
+-- inject a fault twice: with max_retries 0 it is final, with 1 a retry
+-- absorbs it; leaves max_retries at 0
+CREATE FUNCTION test.final_then_retried(spec jsonb)
+RETURNS TABLE (max_retries int, outcome text) LANGUAGE plpgsql AS $$
+BEGIN
+    ALTER SERVER ghl OPTIONS (SET max_retries '0');
+    PERFORM test.fault(spec);
+    max_retries := 0;
+    outcome := test.error_of('SELECT count(*) FROM ghl.contacts');
+    RETURN NEXT;
+    ALTER SERVER ghl OPTIONS (SET max_retries '1');
+    PERFORM test.fault(spec);
+    max_retries := 1;
+    outcome := (SELECT count(*) FROM ghl.contacts) || ' rows';
+    RETURN NEXT;
+    ALTER SERVER ghl OPTIONS (SET max_retries '0');
+END $$;
+
 -- like test.error_of, with the error's CONTEXT
 CREATE FUNCTION test.error_in_context(stmt text) RETURNS text
 LANGUAGE plpgsql AS $$
@@ -47,23 +65,15 @@ SELECT test.error_of('SELECT count(*) FROM ghl.contacts');
 SELECT retries, rate_limited FROM ghl_fdw.request_stats WHERE server_name = 'ghl';
 
 -- connection reset mid-body: 08006, or the rows after a retry
-ALTER SERVER ghl OPTIONS (SET max_retries '0');
 SELECT test.mock_forget();
-SELECT test.fault('{"path": "^/contacts/search$", "kind": "reset", "after_bytes": 200, "times": 1}');
-SELECT test.error_of('SELECT count(*) FROM ghl.contacts');
-ALTER SERVER ghl OPTIONS (SET max_retries '1');
-SELECT test.fault('{"path": "^/contacts/search$", "kind": "reset", "after_bytes": 200, "times": 1}');
-SELECT count(*) FROM ghl.contacts;
+SELECT * FROM test.final_then_retried(
+    '{"path": "^/contacts/search$", "kind": "reset", "after_bytes": 200, "times": 1}');
 SELECT status, fault FROM test.attempts();
 
 -- truncated JSON (the connection closes half-way through the body)
-ALTER SERVER ghl OPTIONS (SET max_retries '0');
 SELECT test.mock_forget();
-SELECT test.fault('{"path": "^/contacts/search$", "kind": "truncate", "times": 1}');
-SELECT test.error_of('SELECT count(*) FROM ghl.contacts');
-ALTER SERVER ghl OPTIONS (SET max_retries '1');
-SELECT test.fault('{"path": "^/contacts/search$", "kind": "truncate", "times": 1}');
-SELECT count(*) FROM ghl.contacts;
+SELECT * FROM test.final_then_retried(
+    '{"path": "^/contacts/search$", "kind": "truncate", "times": 1}');
 SELECT status, fault FROM test.attempts();
 
 -- what a retry cannot fix is not retried: an HTML page with status 200,
@@ -92,13 +102,10 @@ SELECT status, fault FROM test.attempts();
 -- slow headers past timeout_ms: 08006, or the rows after a retry (the
 -- mock logs a request only once it has answered, so the attempts are
 -- counted by the FDW's own counters here)
-ALTER SERVER ghl OPTIONS (SET max_retries '0', ADD timeout_ms '500');
+ALTER SERVER ghl OPTIONS (ADD timeout_ms '500');
 SELECT ghl_fdw.request_stats_reset();
-SELECT test.fault('{"path": "^/contacts/search$", "kind": "delay", "delay_ms": 2000, "times": 1}');
-SELECT test.error_of('SELECT count(*) FROM ghl.contacts');
-ALTER SERVER ghl OPTIONS (SET max_retries '1');
-SELECT test.fault('{"path": "^/contacts/search$", "kind": "delay", "delay_ms": 2000, "times": 1}');
-SELECT count(*) FROM ghl.contacts;
+SELECT * FROM test.final_then_retried(
+    '{"path": "^/contacts/search$", "kind": "delay", "delay_ms": 2000, "times": 1}');
 ALTER SERVER ghl OPTIONS (DROP timeout_ms);
 SELECT requests, retries FROM ghl_fdw.request_stats WHERE server_name = 'ghl';
 
@@ -125,3 +132,4 @@ SELECT status FROM test.attempts();
 ALTER SERVER ghl OPTIONS (SET max_retries '0');
 SELECT test.mock_forget();
 DROP FUNCTION test.error_in_context(text);
+DROP FUNCTION test.final_then_retried(jsonb);

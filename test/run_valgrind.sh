@@ -18,10 +18,7 @@ cd "$top"
 # shellcheck source=test/lib.sh
 . test/lib.sh
 
-if [ -z "${GHL_TEST_LOCKED:-}" ] && command -v flock >/dev/null; then
-    export GHL_TEST_LOCKED=1
-    exec flock /tmp/ghl_fdw-tests.lock "$0" "$@"
-fi
+take_test_lock "$@"
 
 GHL_PACKAGES="$GHL_PACKAGES valgrind"
 ensure_packages
