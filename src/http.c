@@ -6,10 +6,11 @@
  * One libcurl easy handle per user mapping is cached for the life of the
  * backend, so successive pages and queries reuse a kept-alive connection.
  * Transfers are interruptible (cancel and statement_timeout abort them
- * within about a second), retried with backoff when that is safe, and
- * every failure ends in an ereport with a real SQLSTATE.  Nothing raises
- * an error inside a curl callback: callbacks only set flags, and the
- * errors are raised once curl_easy_perform has returned.
+ * within about a second), paced by the rate-limit governor of ratelimit.c,
+ * retried with backoff when that is safe, and every failure ends in an
+ * ereport with a real SQLSTATE.  Nothing raises an error inside a curl
+ * callback: callbacks only set flags, and the errors are raised once
+ * curl_easy_perform has returned.
  *
  * IDENTIFICATION
  *		  src/http.c
@@ -88,6 +89,21 @@ static HTAB *ConnectionHash = NULL;
 static bool curl_initialized = false;
 
 /*
+ * Clear what the headers of one response told, so that nothing of an
+ * earlier response (a stale X-RateLimit-Remaining above all) is taken for
+ * the current one's.
+ */
+static void
+ghl_forget_headers(GhlConnection *conn)
+{
+	int			i;
+
+	conn->content_type[0] = '\0';
+	for (i = 0; i < lengthof(numeric_headers); i++)
+		*GHL_HEADER_FIELD(conn, i) = -1;
+}
+
+/*
  * libcurl must be initialized once per process before any handle exists,
  * and that is not free: do it on first use, not at load time.
  */
@@ -160,7 +176,6 @@ static void
 ghl_open_connection(GhlConnection *conn, GhlOptions *options)
 {
 	MemoryContext oldcxt;
-	int			i;
 
 	conn->cxt = AllocSetContextCreate(CacheMemoryContext,
 									  "ghl_fdw connection",
@@ -176,9 +191,7 @@ ghl_open_connection(GhlConnection *conn, GhlOptions *options)
 		GetSysCacheHashValue1(USERMAPPINGOID,
 							  ObjectIdGetDatum(options->umid));
 	conn->invalidated = false;
-	for (i = 0; i < lengthof(numeric_headers); i++)
-		*GHL_HEADER_FIELD(conn, i) = -1;
-	conn->content_type[0] = '\0';
+	ghl_forget_headers(conn);
 	conn->errbuf[0] = '\0';
 
 	conn->curl = curl_easy_init();
@@ -327,9 +340,7 @@ ghl_header_callback(char *ptr, size_t size, size_t nitems, void *userdata)
 
 	if (n >= 5 && strncmp(ptr, "HTTP/", 5) == 0)
 	{
-		conn->content_type[0] = '\0';
-		for (i = 0; i < lengthof(numeric_headers); i++)
-			*GHL_HEADER_FIELD(conn, i) = -1;
+		ghl_forget_headers(conn);
 		return n;
 	}
 	if (colon == NULL)
@@ -449,7 +460,6 @@ ghl_perform(GhlConnection *conn, const GhlRequest *request)
 	struct curl_slist *volatile headers = NULL;
 	char	   *url;
 	CURLcode	rc = CURLE_OK;
-	int			i;
 
 	if (request->authenticated)
 		token = ghl_auth_bearer(conn, conn->options);
@@ -529,9 +539,7 @@ ghl_perform(GhlConnection *conn, const GhlRequest *request)
 		conn->len = 0;
 		conn->overflow = false;
 		conn->oom = false;
-		conn->content_type[0] = '\0';
-		for (i = 0; i < lengthof(numeric_headers); i++)
-			*GHL_HEADER_FIELD(conn, i) = -1;
+		ghl_forget_headers(conn);
 		conn->errbuf[0] = '\0';
 		rc = curl_easy_perform(curl);
 	}
