@@ -609,7 +609,9 @@ ghl_server_wait(GhlConnection *conn, long status)
 /*
  * How long to wait before retry number "retry" (0-based): what the server
  * asked for, else an exponential backoff; with jitter either way, so that
- * backends hitting the same limit do not retry in lockstep.
+ * backends hitting the same limit do not retry in lockstep (up to a
+ * quarter of the wait: backends that do not share the governor all learn
+ * of a full window at the same moment).
  */
 static long
 ghl_retry_delay(long server_wait, int retry)
@@ -619,7 +621,7 @@ ghl_retry_delay(long server_wait, int retry)
 	if (server_wait > 0)
 		return server_wait +
 			(long) pg_prng_uint64_range(&pg_global_prng_state, 0,
-										GHL_BACKOFF_BASE_MS);
+										Max(GHL_BACKOFF_BASE_MS, server_wait / 4));
 
 	backoff = Min((long) GHL_BACKOFF_BASE_MS << Min(retry, 10),
 				  GHL_BACKOFF_MAX_MS);
