@@ -30,9 +30,12 @@ include $(PGXS)
 # no JIT bitcode: it needs clang, and the FDW's time is spent waiting on HTTP
 with_llvm = no
 
-.PHONY: test demo
+.PHONY: test demo valgrind-check
 test:
 	test/run_tests.sh
+
+valgrind-check:
+	test/run_valgrind.sh
 
 demo:
 	test/demo.sh
