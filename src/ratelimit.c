@@ -173,6 +173,10 @@ ghl_ensure_tables(void)
 							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 }
 
+/*
+ * Take the lock of the shared tables; the backend's own tables need none,
+ * since nothing else touches them.
+ */
 static void
 ghl_lock_tables(LWLockMode mode)
 {
@@ -181,6 +185,7 @@ ghl_lock_tables(LWLockMode mode)
 		LWLockAcquire(ghl_lock, mode);
 }
 
+/* Release what ghl_lock_tables took. */
 static void
 ghl_unlock_tables(void)
 {
@@ -240,6 +245,10 @@ ghl_expire_sent(GhlLocationState *loc, TimestampTz now)
 	}
 }
 
+/*
+ * Remember a request as sent at "when".  A full ring drops its oldest
+ * entry: the limit is then paced at GHL_RATE_SLOTS per window.
+ */
 static void
 ghl_record_sent(GhlLocationState *loc, TimestampTz when)
 {
