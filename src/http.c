@@ -560,17 +560,23 @@ ghl_perform(GhlConnection *conn, const GhlRequest *request)
  * Whether an attempt may be retried.  A 429 and a failed connect or name
  * lookup mean the API never acted on the request, so any request may be
  * repeated; other failures may have reached it and are retried only when
- * repeating the request is harmless.
+ * repeating the request is harmless: GET, PUT and DELETE by their HTTP
+ * semantics, other methods (a search by POST) when the caller says so.
  */
 static bool
 ghl_retryable(const GhlRequest *request, CURLcode rc, long status)
 {
+	bool		idempotent = request->idempotent ||
+		strcmp(request->method, "GET") == 0 ||
+		strcmp(request->method, "PUT") == 0 ||
+		strcmp(request->method, "DELETE") == 0;
+
 	switch (rc)
 	{
 		case CURLE_OK:
 			if (status == 429)
 				return true;
-			return request->idempotent &&
+			return idempotent &&
 				(status == 500 || status == 502 ||
 				 status == 503 || status == 504);
 		case CURLE_COULDNT_RESOLVE_HOST:
@@ -584,7 +590,7 @@ ghl_retryable(const GhlRequest *request, CURLcode rc, long status)
 		case CURLE_SSL_CONNECT_ERROR:
 		case CURLE_HTTP2:
 		case CURLE_HTTP2_STREAM:
-			return request->idempotent;
+			return idempotent;
 		default:
 			return false;
 	}
