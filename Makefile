@@ -8,6 +8,7 @@ OBJS = \
 	src/json.o \
 	src/option.o \
 	src/pushdown.o \
+	src/ratelimit.o \
 	src/resource.o \
 	src/token_store.o \
 	src/token_worker.o
@@ -31,9 +32,12 @@ include $(PGXS)
 # no JIT bitcode: it needs clang, and the FDW's time is spent waiting on HTTP
 with_llvm = no
 
-.PHONY: test demo
+.PHONY: test demo valgrind-check
 test:
 	test/run_tests.sh
+
+valgrind-check:
+	test/run_valgrind.sh
 
 demo:
 	test/demo.sh

@@ -583,3 +583,31 @@ LANGUAGE C STRICT;
 
 COMMENT ON FUNCTION ghl_fdw.require_scope(text, text)
   IS 'fail unless the current user''s token on a GHL server has the scope (and, for a write scope, the server is not read_only)';
+
+-- Request counters per server: requests sent, retries, 429s received,
+-- waits of the rate-limit governor (and their total length), response
+-- bytes, and requests refused by daily_budget_floor.  "shared" tells
+-- whether they cover the whole cluster (ghl_fdw preloaded) or only this
+-- backend.
+CREATE FUNCTION request_stats(
+    OUT server_name text,
+    OUT requests bigint,
+    OUT retries bigint,
+    OUT rate_limited bigint,
+    OUT throttle_waits bigint,
+    OUT throttle_wait_ms bigint,
+    OUT bytes bigint,
+    OUT budget_refusals bigint,
+    OUT shared boolean)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'ghl_fdw_request_stats'
+LANGUAGE C STRICT VOLATILE;
+
+CREATE VIEW request_stats AS SELECT * FROM request_stats();
+
+CREATE FUNCTION request_stats_reset()
+RETURNS void
+AS 'MODULE_PATHNAME', 'ghl_fdw_request_stats_reset'
+LANGUAGE C STRICT VOLATILE;
+
+REVOKE ALL ON FUNCTION request_stats_reset() FROM PUBLIC;

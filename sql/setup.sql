@@ -43,6 +43,19 @@ LANGUAGE sql AS $$
     ORDER BY 1
 $$;
 
+-- the attempts the mock saw, with the fault it acted out on each; the
+-- mock logs a request when it has answered, so a "delay" request of an
+-- earlier suite may still show up, and those are left out
+CREATE FUNCTION test.attempts()
+RETURNS TABLE (seq int, method text, path text, status int, fault text)
+LANGUAGE sql AS $$
+    SELECT (r->>'seq')::int, r->>'method', r->>'path', (r->>'status')::int,
+           r->>'fault'
+    FROM test.mock('GET', '/_mock/requests?format=jsonl') AS r
+    WHERE r->>'fault' IS DISTINCT FROM 'delay'
+    ORDER BY 1
+$$;
+
 -- forget logged requests and injected faults
 CREATE FUNCTION test.mock_forget() RETURNS void LANGUAGE sql AS $$
     SELECT count(*) FROM test.mock('DELETE', '/_mock/requests');

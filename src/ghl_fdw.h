@@ -65,6 +65,7 @@ typedef struct GhlOptions
 	int			timeout_ms;
 	int			connect_timeout_ms;
 	int			max_retries;
+	int			daily_budget_floor; /* refuse requests below this many left */
 	int			page_size;
 	bool		read_only;
 	char	   *sync_schema;
@@ -247,6 +248,43 @@ extern void ghl_report_http_error(GhlConnection *conn,
 								  const GhlRequest *request,
 								  const GhlResponse *response) pg_attribute_noreturn();
 extern char *ghl_url_escape(const char *value);
+
+/*
+ * in ratelimit.c
+ */
+
+/*
+ * The rate-limit headers of a response; -1 where a header was absent.
+ */
+typedef struct GhlRateLimit
+{
+	int64		max;
+	int64		remaining;
+	int64		interval_ms;
+	int64		daily_limit;
+	int64		daily_remaining;
+} GhlRateLimit;
+
+/* the counters of each server, in the column order of request_stats() */
+typedef enum GhlCounter
+{
+	GHL_COUNT_REQUESTS,
+	GHL_COUNT_RETRIES,
+	GHL_COUNT_RATE_LIMITED,
+	GHL_COUNT_THROTTLE_WAITS,
+	GHL_COUNT_THROTTLE_MS,
+	GHL_COUNT_BYTES,
+	GHL_COUNT_BUDGET_REFUSALS,
+	GHL_NUM_COUNTERS
+} GhlCounter;
+
+extern void ghl_ratelimit_init(void);
+extern void ghl_governor_acquire(const GhlOptions *options);
+extern void ghl_governor_observe(const GhlOptions *options,
+								 const GhlRateLimit *rate,
+								 long status, long wait_ms);
+extern void ghl_count(const GhlOptions *options, GhlCounter which, int64 n);
+extern void ghl_sleep_ms(long ms);
 
 /*
  * in auth.c

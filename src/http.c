@@ -6,10 +6,11 @@
  * One libcurl easy handle per user mapping is cached for the life of the
  * backend, so successive pages and queries reuse a kept-alive connection.
  * Transfers are interruptible (cancel and statement_timeout abort them
- * within about a second), retried with backoff when that is safe, and
- * every failure ends in an ereport with a real SQLSTATE.  Nothing raises
- * an error inside a curl callback: callbacks only set flags, and the
- * errors are raised once curl_easy_perform has returned.
+ * within about a second), paced by the rate-limit governor of ratelimit.c,
+ * retried with backoff when that is safe, and every failure ends in an
+ * ereport with a real SQLSTATE.  Nothing raises an error inside a curl
+ * callback: callbacks only set flags, and the errors are raised once
+ * curl_easy_perform has returned.
  *
  * IDENTIFICATION
  *		  src/http.c
@@ -24,13 +25,12 @@
 #include "common/pg_prng.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
-#include "storage/latch.h"
+#include "storage/proc.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
-#include "utils/wait_event.h"
 
 /* backoff between retries: base doubling per retry, capped */
 #define GHL_BACKOFF_BASE_MS		250
@@ -39,20 +39,6 @@
 #define GHL_MAX_WAIT_MS			60000
 /* initial size of a connection's response buffer */
 #define GHL_INITIAL_BUFFER		(64 * 1024)
-
-/*
- * The rate-limit headers of the last response that carried them; -1 while
- * unknown.  Kept per connection for now; meant to be shared across
- * backends later.
- */
-typedef struct GhlRateLimit
-{
-	int64		max;
-	int64		remaining;
-	int64		interval_ms;
-	int64		daily_limit;
-	int64		daily_remaining;
-} GhlRateLimit;
 
 /*
  * A cached connection: the hash entry itself, so pointers handed out stay
@@ -77,7 +63,7 @@ struct GhlConnection
 
 	char		content_type[128];	/* of the last response, "" if none */
 	int64		retry_after;	/* its Retry-After in seconds, or -1 */
-	GhlRateLimit rate;
+	GhlRateLimit rate;			/* its X-RateLimit-* headers */
 	char		errbuf[CURL_ERROR_SIZE];
 };
 
@@ -101,6 +87,21 @@ static const struct
 
 static HTAB *ConnectionHash = NULL;
 static bool curl_initialized = false;
+
+/*
+ * Clear what the headers of one response told, so that nothing of an
+ * earlier response (a stale X-RateLimit-Remaining above all) is taken for
+ * the current one's.
+ */
+static void
+ghl_forget_headers(GhlConnection *conn)
+{
+	int			i;
+
+	conn->content_type[0] = '\0';
+	for (i = 0; i < lengthof(numeric_headers); i++)
+		*GHL_HEADER_FIELD(conn, i) = -1;
+}
 
 /*
  * libcurl must be initialized once per process before any handle exists,
@@ -175,7 +176,6 @@ static void
 ghl_open_connection(GhlConnection *conn, GhlOptions *options)
 {
 	MemoryContext oldcxt;
-	int			i;
 
 	conn->cxt = AllocSetContextCreate(CacheMemoryContext,
 									  "ghl_fdw connection",
@@ -191,9 +191,7 @@ ghl_open_connection(GhlConnection *conn, GhlOptions *options)
 		GetSysCacheHashValue1(USERMAPPINGOID,
 							  ObjectIdGetDatum(options->umid));
 	conn->invalidated = false;
-	for (i = 0; i < lengthof(numeric_headers); i++)
-		*GHL_HEADER_FIELD(conn, i) = -1;
-	conn->content_type[0] = '\0';
+	ghl_forget_headers(conn);
 	conn->errbuf[0] = '\0';
 
 	conn->curl = curl_easy_init();
@@ -342,8 +340,7 @@ ghl_header_callback(char *ptr, size_t size, size_t nitems, void *userdata)
 
 	if (n >= 5 && strncmp(ptr, "HTTP/", 5) == 0)
 	{
-		conn->content_type[0] = '\0';
-		conn->retry_after = -1;
+		ghl_forget_headers(conn);
 		return n;
 	}
 	if (colon == NULL)
@@ -542,8 +539,7 @@ ghl_perform(GhlConnection *conn, const GhlRequest *request)
 		conn->len = 0;
 		conn->overflow = false;
 		conn->oom = false;
-		conn->content_type[0] = '\0';
-		conn->retry_after = -1;
+		ghl_forget_headers(conn);
 		conn->errbuf[0] = '\0';
 		rc = curl_easy_perform(curl);
 	}
@@ -564,17 +560,23 @@ ghl_perform(GhlConnection *conn, const GhlRequest *request)
  * Whether an attempt may be retried.  A 429 and a failed connect or name
  * lookup mean the API never acted on the request, so any request may be
  * repeated; other failures may have reached it and are retried only when
- * repeating the request is harmless.
+ * repeating the request is harmless: GET, PUT and DELETE by their HTTP
+ * semantics, other methods (a search by POST) when the caller says so.
  */
 static bool
 ghl_retryable(const GhlRequest *request, CURLcode rc, long status)
 {
+	bool		idempotent = request->idempotent ||
+		strcmp(request->method, "GET") == 0 ||
+		strcmp(request->method, "PUT") == 0 ||
+		strcmp(request->method, "DELETE") == 0;
+
 	switch (rc)
 	{
 		case CURLE_OK:
 			if (status == 429)
 				return true;
-			return request->idempotent &&
+			return idempotent &&
 				(status == 500 || status == 502 ||
 				 status == 503 || status == 504);
 		case CURLE_COULDNT_RESOLVE_HOST:
@@ -588,31 +590,44 @@ ghl_retryable(const GhlRequest *request, CURLcode rc, long status)
 		case CURLE_SSL_CONNECT_ERROR:
 		case CURLE_HTTP2:
 		case CURLE_HTTP2_STREAM:
-			return request->idempotent;
+			return idempotent;
 		default:
 			return false;
 	}
 }
 
 /*
- * How long to wait before retry number "retry" (0-based).  The server's
- * Retry-After (in seconds; the HTTP-date form is ignored) wins; a 429
- * without one waits for the rate window to roll over; anything else backs
- * off exponentially, with jitter so that backends hitting the same limit
- * do not retry in lockstep.
+ * How long the API asked us to stay away after a 429 or 503: its
+ * Retry-After (in seconds; the HTTP-date form is ignored), else, for a
+ * 429, one rate interval, by which the window has surely rolled over.
+ * 0 when it said nothing.
  */
 static long
-ghl_retry_delay(GhlConnection *conn, long status, int retry)
+ghl_server_wait(GhlConnection *conn, long status)
+{
+	if ((status == 429 || status == 503) && conn->retry_after > 0)
+		return (long) Min(conn->retry_after, GHL_MAX_WAIT_MS / 1000) * 1000;
+	if (status == 429 && conn->rate.interval_ms > 0)
+		return (long) Min(conn->rate.interval_ms, GHL_MAX_WAIT_MS);
+	return 0;
+}
+
+/*
+ * How long to wait before retry number "retry" (0-based): what the server
+ * asked for, else an exponential backoff; with jitter either way, so that
+ * backends hitting the same limit do not retry in lockstep (up to a
+ * quarter of the wait: backends that do not share the governor all learn
+ * of a full window at the same moment).
+ */
+static long
+ghl_retry_delay(long server_wait, int retry)
 {
 	long		backoff;
 
-	if ((status == 429 || status == 503) && conn->retry_after > 0)
-		return (long) Min(conn->retry_after, GHL_MAX_WAIT_MS / 1000) * 1000;
-
-	if (status == 429 && conn->rate.interval_ms > 0)
-		return (long) Min(conn->rate.interval_ms, GHL_MAX_WAIT_MS) +
+	if (server_wait > 0)
+		return server_wait +
 			(long) pg_prng_uint64_range(&pg_global_prng_state, 0,
-										GHL_BACKOFF_BASE_MS);
+										Max(GHL_BACKOFF_BASE_MS, server_wait / 4));
 
 	backoff = Min((long) GHL_BACKOFF_BASE_MS << Min(retry, 10),
 				  GHL_BACKOFF_MAX_MS);
@@ -621,26 +636,20 @@ ghl_retry_delay(GhlConnection *conn, long status, int retry)
 }
 
 /*
- * Sleep on the latch in slices of at most a second, so that a cancel,
- * statement_timeout or postmaster death ends the wait promptly.
+ * Whether a sleep of "ms" would end after statement_timeout fires: then
+ * there is no point in starting it, and the failure at hand is reported
+ * instead of a cancel.
  */
-static void
-ghl_sleep(long ms)
+static bool
+ghl_outlives_statement(long ms)
 {
-	TimestampTz end = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+	TimestampTz deadline;
 
-	for (;;)
-	{
-		long		remaining;
-
-		CHECK_FOR_INTERRUPTS();
-		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), end);
-		if (remaining <= 0)
-			break;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Min(remaining, 1000), PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-	}
+	if (StatementTimeout <= 0)
+		return false;
+	deadline = TimestampTzPlusMilliseconds(GetCurrentStatementStartTimestamp(),
+										   StatementTimeout);
+	return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms) >= deadline;
 }
 
 /*
@@ -794,13 +803,23 @@ ghl_http_execute(GhlConnection *conn, const GhlRequest *request,
 
 	for (;;)
 	{
+		long		server_wait;
 		long		delay;
 
 		CHECK_FOR_INTERRUPTS();
+		if (request->authenticated)
+			ghl_governor_acquire(conn->options);
 		rc = ghl_perform(conn, request);
 		status = 0;
 		if (rc == CURLE_OK)
 			curl_easy_getinfo(conn->curl, CURLINFO_RESPONSE_CODE, &status);
+		server_wait = ghl_server_wait(conn, status);
+		if (request->authenticated)
+			ghl_governor_observe(conn->options, &conn->rate, status, server_wait);
+		ghl_count(conn->options, GHL_COUNT_REQUESTS, 1);
+		ghl_count(conn->options, GHL_COUNT_BYTES, conn->len);
+		if (status == 429)
+			ghl_count(conn->options, GHL_COUNT_RATE_LIMITED, 1);
 		if (stats != NULL)
 		{
 			stats->requests++;
@@ -825,6 +844,7 @@ ghl_http_execute(GhlConnection *conn, const GhlRequest *request,
 			auth_retried = true;
 			if (stats != NULL)
 				stats->retries++;
+			ghl_count(conn->options, GHL_COUNT_RETRIES, 1);
 			continue;
 		}
 
@@ -832,15 +852,22 @@ ghl_http_execute(GhlConnection *conn, const GhlRequest *request,
 			retries >= conn->options->max_retries)
 			break;
 
-		delay = ghl_retry_delay(conn, status, retries);
+		delay = ghl_retry_delay(server_wait, retries);
+		if (ghl_outlives_statement(delay))
+		{
+			elog(DEBUG1, "GHL server \"%s\": no retry, %ld ms of backoff would outlast statement_timeout",
+				 conn->options->server_name, delay);
+			break;
+		}
 		retries++;
 		if (stats != NULL)
 			stats->retries++;
+		ghl_count(conn->options, GHL_COUNT_RETRIES, 1);
 		elog(DEBUG1, "GHL server \"%s\": %s, retry %d of %d in %ld ms",
 			 conn->options->server_name,
 			 rc == CURLE_OK ? psprintf("HTTP %ld", status) : curl_easy_strerror(rc),
 			 retries, conn->options->max_retries, delay);
-		ghl_sleep(delay);
+		ghl_sleep_ms(delay);
 	}
 
 	if (rc != CURLE_OK)

@@ -64,6 +64,7 @@ static const GhlValidOption ghl_valid_options[] = {
 	{"timeout_ms", ForeignServerRelationId, GHL_OPT_POS_INT},
 	{"connect_timeout_ms", ForeignServerRelationId, GHL_OPT_POS_INT},
 	{"max_retries", ForeignServerRelationId, GHL_OPT_NONNEG_INT},
+	{"daily_budget_floor", ForeignServerRelationId, GHL_OPT_NONNEG_INT},
 	{"page_size", ForeignServerRelationId, GHL_OPT_PAGE_SIZE},
 	{"read_only", ForeignServerRelationId, GHL_OPT_BOOL},
 	{"sync_schema", ForeignServerRelationId, GHL_OPT_TEXT},
@@ -340,6 +341,7 @@ ghl_get_options(Oid serverid, Oid userid)
 	opts->timeout_ms = 30000;
 	opts->connect_timeout_ms = 10000;
 	opts->max_retries = 3;
+	opts->daily_budget_floor = 0;
 	opts->page_size = GHL_DEFAULT_PAGE_SIZE;
 	opts->read_only = false;
 	opts->sync_schema = "rankr";
@@ -364,6 +366,8 @@ ghl_get_options(Oid serverid, Oid userid)
 			opts->connect_timeout_ms = parse_int_option(def, 1, INT_MAX);
 		else if (strcmp(def->defname, "max_retries") == 0)
 			opts->max_retries = parse_int_option(def, 0, INT_MAX);
+		else if (strcmp(def->defname, "daily_budget_floor") == 0)
+			opts->daily_budget_floor = parse_int_option(def, 0, INT_MAX);
 		else if (strcmp(def->defname, "page_size") == 0)
 			opts->page_size = parse_int_option(def, 1, GHL_SEARCH_MAX_PAGE);
 		else if (strcmp(def->defname, "read_only") == 0)
@@ -475,7 +479,8 @@ ghl_camel_case(const char *column_name)
 }
 
 /*
- * Module load: define the GUCs.
+ * Module load: define the GUCs, and ask for the governor's shared memory
+ * when preloaded.
  */
 void
 _PG_init(void)
@@ -501,4 +506,6 @@ _PG_init(void)
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("ghl_fdw");
+
+	ghl_ratelimit_init();
 }

@@ -22,6 +22,15 @@ ensure_packages() {
     fi
 }
 
+# The extension is installed system-wide: scripts that install it take
+# turns on one machine.  Re-executes the calling script under the lock.
+take_test_lock() {
+    if [ -z "${GHL_TEST_LOCKED:-}" ] && command -v flock >/dev/null; then
+        export GHL_TEST_LOCKED=1
+        exec flock /tmp/ghl_fdw-tests.lock "$0" "$@"
+    fi
+}
+
 build_and_install() {
     echo "== building ghl_fdw"
     make -s clean >/dev/null

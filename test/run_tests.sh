@@ -27,7 +27,7 @@ build_and_install
 rm -f test/results/summary
 status=0
 pg_virtualenv -t \
-    -o "shared_preload_libraries=pg_cron" \
+    -o "shared_preload_libraries=pg_cron,ghl_fdw" \
     -o "cron.database_name=ghl_test" \
     -o "cron.use_background_workers=on" \
     -o "logging_collector=on" \

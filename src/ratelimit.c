@@ -1,0 +1,502 @@
+/*-------------------------------------------------------------------------
+ *
+ * ratelimit.c
+ *		  The rate-limit governor and the request counters of each server.
+ *
+ * HighLevel allows a burst of requests per interval and a daily budget per
+ * location, and reports both in X-RateLimit-* headers.  Every backend that
+ * talks to one location spends the same budget, so the governor keeps, per
+ * location, the send times of the requests of the last interval and makes
+ * a request wait until the oldest of them has left the window: a sliding
+ * window never lets more than the limit through in any interval, however
+ * the API aligns its own windows.  What the headers say (a budget spent by
+ * other clients, a 429) only ever makes the governor more careful.
+ *
+ * With ghl_fdw in shared_preload_libraries this state and the counters
+ * live in shared memory, under one LWLock, and all backends and pg_cron
+ * jobs of the cluster pace together.  Without it the same tables are kept
+ * in each backend: a backend paces itself and learns from the headers
+ * what the others spent, but concurrent backends can still meet 429s,
+ * which the retries then absorb.
+ *
+ * IDENTIFICATION
+ *		  src/ratelimit.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "ghl_fdw.h"
+
+#include "common/pg_prng.h"
+#include "foreign/foreign.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+#include "utils/wait_event.h"
+
+/* send times remembered per location; a larger limit is paced at this */
+#define GHL_RATE_SLOTS			512
+#define GHL_MAX_LOCATIONS		64
+#define GHL_MAX_SERVERS			256
+#define GHL_LOCATION_KEYLEN		64
+
+/*
+ * What is known of one location's limits, and the send times of its
+ * requests still inside the window (a ring, oldest at "head").
+ */
+typedef struct GhlLocationState
+{
+	char		location_id[GHL_LOCATION_KEYLEN];	/* hash key */
+	int32		limit;			/* X-RateLimit-Max, 0 while unknown */
+	int32		interval_ms;	/* X-RateLimit-Interval-Milliseconds */
+	int64		daily_remaining;	/* -1 while unknown */
+	TimestampTz daily_seen;		/* when daily_remaining was learned */
+	TimestampTz blocked_until;	/* after a 429: no request before this */
+	int32		head;
+	int32		nsent;
+	TimestampTz sent[GHL_RATE_SLOTS];
+} GhlLocationState;
+
+/* counters are per server, and server OIDs are per database */
+typedef struct GhlServerKey
+{
+	Oid			dbid;
+	Oid			serverid;
+} GhlServerKey;
+
+typedef struct GhlServerCounters
+{
+	GhlServerKey key;
+	int64		counts[GHL_NUM_COUNTERS];
+} GhlServerCounters;
+
+/* lock is NULL when the tables are the backend's own */
+static LWLock *ghl_lock = NULL;
+static HTAB *ghl_locations = NULL;
+static HTAB *ghl_counters = NULL;
+static bool ghl_shared = false;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void ghl_shmem_request(void);
+static void ghl_shmem_startup(void);
+
+PG_FUNCTION_INFO_V1(ghl_fdw_request_stats);
+PG_FUNCTION_INFO_V1(ghl_fdw_request_stats_reset);
+
+/*
+ * Called from _PG_init: only a library loaded by shared_preload_libraries
+ * can ask for shared memory, so only then are the hooks installed.
+ */
+void
+ghl_ratelimit_init(void)
+{
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = ghl_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = ghl_shmem_startup;
+}
+
+/*
+ * Reserve room for both tables and one lock.  The tables are sized for
+ * their maxima, so a full table never takes memory from other users.
+ */
+static void
+ghl_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(add_size(hash_estimate_size(GHL_MAX_LOCATIONS,
+													   sizeof(GhlLocationState)),
+									hash_estimate_size(GHL_MAX_SERVERS,
+													   sizeof(GhlServerCounters))));
+	RequestNamedLWLockTranche("ghl_fdw", 1);
+}
+
+/*
+ * Attach the shared tables; runs in the postmaster, and forked backends
+ * inherit the pointers.
+ */
+static void
+ghl_shmem_startup(void)
+{
+	HASHCTL		ctl;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	ctl.keysize = GHL_LOCATION_KEYLEN;
+	ctl.entrysize = sizeof(GhlLocationState);
+	ghl_locations = ShmemInitHash("ghl_fdw locations",
+								  GHL_MAX_LOCATIONS, GHL_MAX_LOCATIONS,
+								  &ctl, HASH_ELEM | HASH_STRINGS);
+	ctl.keysize = sizeof(GhlServerKey);
+	ctl.entrysize = sizeof(GhlServerCounters);
+	ghl_counters = ShmemInitHash("ghl_fdw counters",
+								 GHL_MAX_SERVERS, GHL_MAX_SERVERS,
+								 &ctl, HASH_ELEM | HASH_BLOBS);
+	ghl_lock = &(GetNamedLWLockTranche("ghl_fdw"))->lock;
+	ghl_shared = true;
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * Make sure the tables exist: without preloading they are created in this
+ * backend on first use.
+ */
+static void
+ghl_ensure_tables(void)
+{
+	HASHCTL		ctl;
+
+	if (ghl_locations != NULL)
+		return;
+	ctl.keysize = GHL_LOCATION_KEYLEN;
+	ctl.entrysize = sizeof(GhlLocationState);
+	ctl.hcxt = TopMemoryContext;
+	ghl_locations = hash_create("ghl_fdw locations", 8, &ctl,
+								HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	ctl.keysize = sizeof(GhlServerKey);
+	ctl.entrysize = sizeof(GhlServerCounters);
+	ghl_counters = hash_create("ghl_fdw counters", 8, &ctl,
+							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+/*
+ * Take the lock of the shared tables; the backend's own tables need none,
+ * since nothing else touches them.
+ */
+static void
+ghl_lock_tables(LWLockMode mode)
+{
+	ghl_ensure_tables();
+	if (ghl_lock != NULL)
+		LWLockAcquire(ghl_lock, mode);
+}
+
+/* Release what ghl_lock_tables took. */
+static void
+ghl_unlock_tables(void)
+{
+	if (ghl_lock != NULL)
+		LWLockRelease(ghl_lock);
+}
+
+/*
+ * The state of a location, created on first use; NULL when the shared
+ * table is full, and then that location is simply not paced.  Call with
+ * the lock held exclusively.
+ */
+static GhlLocationState *
+ghl_location(const char *location_id)
+{
+	char		key[GHL_LOCATION_KEYLEN];
+	GhlLocationState *loc;
+	bool		found;
+
+	memset(key, 0, sizeof(key));
+	strlcpy(key, location_id ? location_id : "", sizeof(key));
+	loc = hash_search(ghl_locations, key, HASH_ENTER_NULL, &found);
+	if (loc != NULL && !found)
+	{
+		loc->limit = 0;
+		loc->interval_ms = 0;
+		loc->daily_remaining = -1;
+		loc->daily_seen = 0;
+		loc->blocked_until = 0;
+		loc->head = 0;
+		loc->nsent = 0;
+	}
+	return loc;
+}
+
+/*
+ * The sliding window is the interval plus a margin, so that a request
+ * sent just after the oldest one left our window cannot still land in the
+ * API's window through network jitter.
+ */
+static long
+ghl_window_ms(const GhlLocationState *loc)
+{
+	return loc->interval_ms + loc->interval_ms / 40 + 25;
+}
+
+/* Forget the send times that have left the window. */
+static void
+ghl_expire_sent(GhlLocationState *loc, TimestampTz now)
+{
+	TimestampTz horizon = TimestampTzPlusMilliseconds(now, -ghl_window_ms(loc));
+
+	while (loc->nsent > 0 && loc->sent[loc->head] <= horizon)
+	{
+		loc->head = (loc->head + 1) % GHL_RATE_SLOTS;
+		loc->nsent--;
+	}
+}
+
+/*
+ * Remember a request as sent at "when".  A full ring drops its oldest
+ * entry: the limit is then paced at GHL_RATE_SLOTS per window.
+ */
+static void
+ghl_record_sent(GhlLocationState *loc, TimestampTz when)
+{
+	if (loc->nsent == GHL_RATE_SLOTS)
+	{
+		loc->head = (loc->head + 1) % GHL_RATE_SLOTS;
+		loc->nsent--;
+	}
+	loc->sent[(loc->head + loc->nsent) % GHL_RATE_SLOTS] = when;
+	loc->nsent++;
+}
+
+/* the daily count is only trusted on the UTC day it was learned */
+static bool
+ghl_daily_known(const GhlLocationState *loc, TimestampTz now)
+{
+	const int64 usecs_per_day = INT64CONST(86400000000);
+
+	return loc->daily_remaining >= 0 &&
+		loc->daily_seen / usecs_per_day == now / usecs_per_day;
+}
+
+/*
+ * Wait until the location's budget allows one more request, and count it
+ * as sent.  Refuses, without sending, once the daily budget is down to the
+ * server's daily_budget_floor.  The wait is on the latch, so cancel and
+ * statement_timeout end it.
+ */
+void
+ghl_governor_acquire(const GhlOptions *options)
+{
+	long		waited_ms = 0;
+	int64		daily_left = -1;
+
+	for (;;)
+	{
+		GhlLocationState *loc;
+		TimestampTz now = GetCurrentTimestamp();
+		long		wait_ms = 0;
+
+		CHECK_FOR_INTERRUPTS();
+		ghl_lock_tables(LW_EXCLUSIVE);
+		loc = ghl_location(options->location_id);
+		if (loc == NULL)
+		{
+			ghl_unlock_tables();
+			break;
+		}
+		if (options->daily_budget_floor > 0 && ghl_daily_known(loc, now) &&
+			loc->daily_remaining <= options->daily_budget_floor)
+		{
+			daily_left = loc->daily_remaining;
+			ghl_unlock_tables();
+			break;
+		}
+		if (loc->blocked_until > now)
+			wait_ms = TimestampDifferenceMilliseconds(now, loc->blocked_until);
+		else if (loc->limit > 0 && loc->interval_ms > 0)
+		{
+			ghl_expire_sent(loc, now);
+			if (loc->nsent >= Min(loc->limit, GHL_RATE_SLOTS))
+				wait_ms = TimestampDifferenceMilliseconds(now,
+														  TimestampTzPlusMilliseconds(loc->sent[loc->head],
+																					  ghl_window_ms(loc)));
+		}
+		if (wait_ms <= 0)
+		{
+			ghl_record_sent(loc, now);
+			if (ghl_daily_known(loc, now) && loc->daily_remaining > 0)
+				loc->daily_remaining--;
+			ghl_unlock_tables();
+			break;
+		}
+		ghl_unlock_tables();
+
+		/* a little jitter, so that waiting backends do not wake together */
+		wait_ms += (long) pg_prng_uint64_range(&pg_global_prng_state, 0,
+											   Min(50, wait_ms / 10 + 1));
+		if (waited_ms == 0)
+			ghl_count(options, GHL_COUNT_THROTTLE_WAITS, 1);
+		ghl_count(options, GHL_COUNT_THROTTLE_MS, wait_ms);
+		waited_ms += wait_ms;
+		ghl_sleep_ms(wait_ms);
+	}
+
+	if (daily_left >= 0)
+	{
+		ghl_count(options, GHL_COUNT_BUDGET_REFUSALS, 1);
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("daily request budget of GHL server \"%s\" is down to %lld requests",
+						options->server_name, (long long) daily_left),
+				 errdetail("The server option daily_budget_floor keeps the last %d requests of the day in reserve.",
+						   options->daily_budget_floor),
+				 errhint("Wait for the daily budget to reset, or lower daily_budget_floor.")));
+	}
+}
+
+/*
+ * Learn from a response: the limits in its headers, a budget spent by
+ * clients the governor does not see (the API counting more requests than
+ * we sent is taken as requests sent just now), and a 429, which blocks
+ * the location for wait_ms.
+ */
+void
+ghl_governor_observe(const GhlOptions *options, const GhlRateLimit *rate,
+					 long status, long wait_ms)
+{
+	GhlLocationState *loc;
+	TimestampTz now = GetCurrentTimestamp();
+
+	ghl_lock_tables(LW_EXCLUSIVE);
+	loc = ghl_location(options->location_id);
+	if (loc != NULL)
+	{
+		if (rate->max > 0)
+			loc->limit = (int32) Min(rate->max, PG_INT32_MAX);
+		if (rate->interval_ms > 0)
+			loc->interval_ms = (int32) Min(rate->interval_ms, PG_INT32_MAX);
+		if (rate->daily_remaining >= 0)
+		{
+			loc->daily_remaining = rate->daily_remaining;
+			loc->daily_seen = now;
+		}
+		if (loc->limit > 0 && loc->interval_ms > 0 && rate->remaining >= 0)
+		{
+			int64		spent = Min(loc->limit - rate->remaining, GHL_RATE_SLOTS);
+
+			ghl_expire_sent(loc, now);
+			while (loc->nsent < spent)
+				ghl_record_sent(loc, now);
+		}
+		if (status == 429 && wait_ms > 0)
+			loc->blocked_until = Max(loc->blocked_until,
+									 TimestampTzPlusMilliseconds(now, wait_ms));
+	}
+	ghl_unlock_tables();
+}
+
+/*
+ * Add to one counter of the server.  A full shared table drops the count
+ * rather than fail the request.
+ */
+void
+ghl_count(const GhlOptions *options, GhlCounter which, int64 n)
+{
+	GhlServerKey key;
+	GhlServerCounters *entry;
+	bool		found;
+
+	if (n == 0)
+		return;
+	key.dbid = MyDatabaseId;
+	key.serverid = options->serverid;
+	ghl_lock_tables(LW_EXCLUSIVE);
+	entry = hash_search(ghl_counters, &key, HASH_ENTER_NULL, &found);
+	if (entry != NULL)
+	{
+		if (!found)
+			memset(entry->counts, 0, sizeof(entry->counts));
+		entry->counts[which] += n;
+	}
+	ghl_unlock_tables();
+}
+
+/*
+ * Sleep on the latch in slices of at most a second, so that a cancel,
+ * statement_timeout or postmaster death ends the wait promptly.
+ */
+void
+ghl_sleep_ms(long ms)
+{
+	TimestampTz end = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+
+	for (;;)
+	{
+		long		remaining;
+
+		CHECK_FOR_INTERRUPTS();
+		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), end);
+		if (remaining <= 0)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Min(remaining, 1000), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/*
+ * ghl_fdw.request_stats(): the counters of the servers of this database.
+ * They are copied out under the lock and named after it, since a catalog
+ * lookup must not run while an LWLock is held.
+ */
+Datum
+ghl_fdw_request_stats(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	HASH_SEQ_STATUS scan;
+	GhlServerCounters *entry;
+	GhlServerCounters *copy;
+	int			n = 0;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	ghl_lock_tables(LW_SHARED);
+	copy = palloc(sizeof(GhlServerCounters) * (hash_get_num_entries(ghl_counters) + 1));
+	hash_seq_init(&scan, ghl_counters);
+	while ((entry = hash_seq_search(&scan)) != NULL)
+		if (entry->key.dbid == MyDatabaseId)
+			copy[n++] = *entry;
+	ghl_unlock_tables();
+
+	for (i = 0; i < n; i++)
+	{
+		ForeignServer *server = GetForeignServerExtended(copy[i].key.serverid,
+														 FSV_MISSING_OK);
+		Datum		values[GHL_NUM_COUNTERS + 2];
+		bool		nulls[GHL_NUM_COUNTERS + 2];
+		int			c;
+
+		if (server == NULL)
+			continue;
+		memset(nulls, 0, sizeof(nulls));
+		values[0] = CStringGetTextDatum(server->servername);
+		for (c = 0; c < GHL_NUM_COUNTERS; c++)
+			values[c + 1] = Int64GetDatum(copy[i].counts[c]);
+		values[GHL_NUM_COUNTERS + 1] = BoolGetDatum(ghl_shared);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * ghl_fdw.request_stats_reset(): zero the counters of this database's
+ * servers, e.g. before measuring a workload.
+ */
+Datum
+ghl_fdw_request_stats_reset(PG_FUNCTION_ARGS)
+{
+	HASH_SEQ_STATUS scan;
+	GhlServerCounters *entry;
+
+	ghl_lock_tables(LW_EXCLUSIVE);
+	hash_seq_init(&scan, ghl_counters);
+	while ((entry = hash_seq_search(&scan)) != NULL)
+		if (entry->key.dbid == MyDatabaseId)
+			memset(entry->counts, 0, sizeof(entry->counts));
+	ghl_unlock_tables();
+	PG_RETURN_VOID();
+}
