@@ -41,7 +41,7 @@
 #include "utils/tuplestore.h"
 #include "utils/wait_event.h"
 
-/* send times remembered per location; a larger limit is paced at this */
+/* send times remembered per location (a larger limit is paced in proportion) */
 #define GHL_RATE_SLOTS			512
 #define GHL_MAX_LOCATIONS		64
 #define GHL_MAX_SERVERS			256
@@ -229,7 +229,15 @@ ghl_location(const char *location_id)
 static long
 ghl_window_ms(const GhlLocationState *loc)
 {
-	return loc->interval_ms + loc->interval_ms / 40 + 25;
+	long		window = loc->interval_ms + loc->interval_ms / 40 + 25;
+
+	/*
+	 * A limit larger than the ring is paced proportionally: the ring's
+	 * GHL_RATE_SLOTS sends must span their share of the window.
+	 */
+	if (loc->limit > GHL_RATE_SLOTS)
+		window = (long) ((double) window * GHL_RATE_SLOTS / loc->limit);
+	return window;
 }
 
 /* Forget the send times that have left the window. */
@@ -247,7 +255,7 @@ ghl_expire_sent(GhlLocationState *loc, TimestampTz now)
 
 /*
  * Remember a request as sent at "when".  A full ring drops its oldest
- * entry: the limit is then paced at GHL_RATE_SLOTS per window.
+ * entry; ghl_window_ms() shrinks the window to match.
  */
 static void
 ghl_record_sent(GhlLocationState *loc, TimestampTz when)
@@ -375,8 +383,12 @@ ghl_governor_observe(const GhlOptions *options, const GhlRateLimit *rate,
 		}
 		if (loc->limit > 0 && loc->interval_ms > 0 && rate->remaining >= 0)
 		{
-			int64		spent = Min(loc->limit - rate->remaining, GHL_RATE_SLOTS);
+			int64		spent = loc->limit - rate->remaining;
 
+			/* a limit larger than the ring counts in proportion, as it paces */
+			if (loc->limit > GHL_RATE_SLOTS)
+				spent = spent * GHL_RATE_SLOTS / loc->limit;
+			spent = Min(spent, GHL_RATE_SLOTS);
 			ghl_expire_sent(loc, now);
 			while (loc->nsent < spent)
 				ghl_record_sent(loc, now);

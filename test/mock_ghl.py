@@ -938,22 +938,28 @@ class Recorder:
     def clear_stats(self):
         self.stats = {"requests": 0, "token_requests": 0, "refreshes": 0, "rate_limited": 0, "by_path": {}}
 
-    def record(self, req, status, fault, template):
+    def record(self, req, fault, template):
+        """Log a request as it arrives; its status is filled in by answered()."""
         self.seq += 1
         body = req.logged_body()
         if isinstance(body, dict):
             body = mask_secrets(body)
-        self.entries.append({
-            "seq": self.seq, "method": req.method, "path": req.path, "body": body, "status": status,
+        entry = {
+            "seq": self.seq, "method": req.method, "path": req.path, "body": body, "status": None,
             "query": mask_secrets({k: v[0] if len(v) == 1 else v for k, v in req.query.items()}),
             "version": req.headers.get("Version"), "fault": fault,
             "auth": "bearer" if (req.headers.get("Authorization") or "").lower().startswith("bearer ")
-            else "none"})
+            else "none"}
+        self.entries.append(entry)
         stats = self.stats
         stats["requests"] += 1
-        stats["rate_limited"] += status == 429
         key = f"{req.method} {template}"
         stats["by_path"][key] = stats["by_path"].get(key, 0) + 1
+        return entry
+
+    def answered(self, entry, status):
+        entry["status"] = status
+        self.stats["rate_limited"] += status == 429
 
 
 # ---------------------------------------------------------------- requests and routing
@@ -1474,7 +1480,14 @@ class MockGhl:
         """Serve one API request: fault injection around normal processing, then logging."""
         with self.lock:
             fault = self.faults.take(req.method, req.path)
-        kind = fault["kind"] if fault else None
+            kind = fault["kind"] if fault else None
+            try:
+                template = self.match_route(req.method, req.path)[0].template
+            except ApiError:
+                template = req.path
+            # logged on arrival, so a slow answer cannot show up in the log
+            # of whatever a test does next
+            entry = self.recorder.record(req, kind, template)
         if kind == "delay":
             time.sleep(fault["delay_ms"] / 1000)
         if kind in ("status", "html", "bad_json") or (kind == "reset" and fault["after_bytes"] is None):
@@ -1482,11 +1495,7 @@ class MockGhl:
         else:
             reply = self._encode(*self._process(req), fault)
         with self.lock:
-            try:
-                template = self.match_route(req.method, req.path)[0].template
-            except ApiError:
-                template = req.path
-            self.recorder.record(req, reply.status, kind, template)
+            self.recorder.answered(entry, reply.status)
         reply.fault = fault
         return reply
 
