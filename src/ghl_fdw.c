@@ -105,9 +105,6 @@ static void ghlExplainForeignScan(ForeignScanState *node, ExplainState *es);
 static List *ghlImportForeignSchema(ImportForeignSchemaStmt *stmt,
 									Oid serverOid);
 
-static GhlColumnMap *build_column_maps(Relation rel, List *attnums,
-									   const GhlResource *resource,
-									   int *ncolumns);
 static void start_scan(GhlFdwScanState *st);
 static bool evaluate_parameters(GhlFdwScanState *st, ExprContext *econtext);
 static bool evaluate_text_parameter(GhlFdwScanState *st, ExprContext *econtext,
@@ -131,6 +128,9 @@ ghl_fdw_handler(PG_FUNCTION_ARGS)
 	routine->EndForeignScan = ghlEndForeignScan;
 	routine->ExplainForeignScan = ghlExplainForeignScan;
 	routine->ImportForeignSchema = ghlImportForeignSchema;
+
+	/* writes: modify.c */
+	ghl_modify_routine(routine);
 
 	PG_RETURN_POINTER(routine);
 }
@@ -249,9 +249,9 @@ ghlBeginForeignScan(ForeignScanState *node, int eflags)
 	userid = OidIsValid(rte->checkAsUser) ? rte->checkAsUser : GetUserId();
 	st->options = ghl_get_options(GetForeignTable(RelationGetRelid(st->rel))->serverid,
 								  userid);
-	st->columns = build_column_maps(st->rel,
-									list_nth(fsplan->fdw_private, GhlScanAttrsUsed),
-									st->resource, &st->ncolumns);
+	st->columns = ghl_build_column_maps(st->rel,
+										list_nth(fsplan->fdw_private, GhlScanAttrsUsed),
+										st->resource, &st->ncolumns);
 	st->fdw_expr_states = ExecInitExprList(fsplan->fdw_exprs, (PlanState *) node);
 	initStringInfo(&st->cursor);
 	initStringInfo(&st->id_value);
@@ -269,10 +269,11 @@ ghlBeginForeignScan(ForeignScanState *node, int eflags)
 /*
  * How each column read by the query is filled: its JSON key and the input
  * function of its type.  attnums holds 0 when the whole row is needed.
+ * Writes fill their RETURNING rows through the same maps.
  */
-static GhlColumnMap *
-build_column_maps(Relation rel, List *attnums, const GhlResource *resource,
-				  int *ncolumns)
+GhlColumnMap *
+ghl_build_column_maps(Relation rel, List *attnums,
+					  const GhlResource *resource, int *ncolumns)
 {
 	TupleDesc	tupdesc = RelationGetDescr(rel);
 	GhlColumnMap *columns = palloc0(sizeof(GhlColumnMap) * tupdesc->natts);
