@@ -91,6 +91,17 @@ INSERT INTO ghl.notes (contact_id, body, user_id) VALUES (:'cid', 'By a user', '
 RETURNING body, user_id;
 INSERT INTO ghl.notes (contact_id) VALUES (:'cid');
 
+-- COPY into a foreign table creates one note per line
+SELECT test.mock_forget();
+CREATE TEMP TABLE copy_lines AS
+SELECT :'cid' || E'\tcopied one\n' || :'cid' || E'\tcopied two\n' AS lines;
+DO $$
+BEGIN
+    EXECUTE format('COPY ghl.notes (contact_id, body) FROM PROGRAM %L',
+                   'printf %s ' || test.shell_quote((SELECT lines FROM copy_lines)));
+END $$;
+SELECT * FROM test.writes();
+
 SELECT test.mock_forget();
 UPDATE ghl.notes SET body = 'Met at the spring fair'
 WHERE contact_id = :'cid' AND id = :'note' RETURNING body, user_id IS NOT NULL AS has_user;
@@ -146,6 +157,11 @@ EXPLAIN (COSTS OFF) DELETE FROM ghl.notes WHERE contact_id = 'c1' AND id = 'n1';
 EXPLAIN (COSTS OFF) INSERT INTO ghl.appointments (contact_id) VALUES ('c1');
 EXPLAIN (COSTS OFF) DELETE FROM ghl.appointments WHERE contact_id = 'c1' AND id = 'a1';
 SELECT count(*) AS requests FROM test.writes();
+
+-- EXPLAIN ANALYZE counts the requests the writes made
+CREATE TEMP TABLE who AS SELECT :'cid' AS cid;
+EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
+UPDATE ghl.notes SET body = 'x' WHERE contact_id = (SELECT cid FROM who);
 
 RESET timezone;
 SELECT test.mock_reset(100, 42);

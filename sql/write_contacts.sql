@@ -104,6 +104,17 @@ SELECT count(*) AS written FROM test.mock('GET', '/_mock/state') AS s,
        jsonb_array_elements(s->'contacts') AS c
 WHERE c->>'lastName' IN ('One', 'Two', 'Three');
 
+-- with retries allowed, a create that may have reached the API is not
+-- repeated (it could create the contact twice); an update is
+ALTER SERVER ghl OPTIONS (SET max_retries '2');
+SELECT test.mock_forget();
+SELECT test.fault('{"method": "POST", "path": "^/contacts/$", "times": 1, "kind": "status", "status": 503}');
+SELECT test.error_of($$INSERT INTO ghl.contacts (first_name) VALUES ('Once')$$);
+SELECT test.fault('{"method": "PUT", "path": "^/contacts/", "times": 1, "kind": "status", "status": 503}');
+UPDATE ghl.contacts SET city = 'Lyon' WHERE id = :'ada' RETURNING city;
+SELECT method, path, status FROM test.writes();
+ALTER SERVER ghl OPTIONS (SET max_retries '0');
+
 -- DELETE ... RETURNING shows the row as it was read
 SELECT test.mock_forget();
 DELETE FROM ghl.contacts WHERE id = :'ada' RETURNING first_name, city, tags;

@@ -103,12 +103,19 @@ static TupleTableSlot *ghlExecForeignUpdate(EState *estate, ResultRelInfo *rinfo
 static TupleTableSlot *ghlExecForeignDelete(EState *estate, ResultRelInfo *rinfo,
 											TupleTableSlot *slot,
 											TupleTableSlot *planSlot);
+static void ghlBeginForeignInsert(ModifyTableState *mtstate,
+								  ResultRelInfo *rinfo);
+static void ghlEndForeignInsert(EState *estate, ResultRelInfo *rinfo);
 static void ghlEndForeignModify(EState *estate, ResultRelInfo *rinfo);
 static int	ghlIsForeignRelUpdatable(Relation rel);
 static void ghlExplainForeignModify(ModifyTableState *mtstate,
 									ResultRelInfo *rinfo, List *fdw_private,
 									int subplan_index, ExplainState *es);
 
+static void begin_modify(ModifyTableState *mtstate, ResultRelInfo *rinfo,
+						 List *target_attrs, GhlWriteKind kind, int eflags);
+static List *all_columns(Relation rel);
+static AttrNumber tags_column(GhlFdwModifyState *fmstate);
 static AttrNumber column_for_field(Relation rel, const char *field);
 static const GhlWriteEndpoint *write_endpoint(const GhlResource *resource,
 											  GhlWriteKind kind, Relation rel);
@@ -145,6 +152,8 @@ ghl_modify_routine(FdwRoutine *routine)
 	routine->ExecForeignUpdate = ghlExecForeignUpdate;
 	routine->ExecForeignDelete = ghlExecForeignDelete;
 	routine->EndForeignModify = ghlEndForeignModify;
+	routine->BeginForeignInsert = ghlBeginForeignInsert;
+	routine->EndForeignInsert = ghlEndForeignInsert;
 	routine->IsForeignRelUpdatable = ghlIsForeignRelUpdatable;
 	routine->ExplainForeignModify = ghlExplainForeignModify;
 }
@@ -263,6 +272,24 @@ ghlAddForeignUpdateTargets(PlannerInfo *root, Index rtindex,
 }
 
 /*
+ * Every live column: an INSERT sends each one that is not NULL.
+ */
+static List *
+all_columns(Relation rel)
+{
+	TupleDesc	tupdesc = RelationGetDescr(rel);
+	List	   *attnums = NIL;
+	int			i;
+
+	for (i = 0; i < tupdesc->natts; i++)
+	{
+		if (!TupleDescAttr(tupdesc, i)->attisdropped)
+			attnums = lappend_int(attnums, i + 1);
+	}
+	return attnums;
+}
+
+/*
  * Decide what each row's write sends.  Columns the API cannot set are
  * refused here, before anything runs: an UPDATE of contacts.company_name
  * fails at once rather than half-way through a statement.
@@ -282,14 +309,8 @@ ghlPlanForeignModify(PlannerInfo *root, ModifyTable *plan,
 
 	if (operation == CMD_INSERT)
 	{
-		int			i;
-
 		kind = GHL_WRITE_CREATE;
-		for (i = 0; i < tupdesc->natts; i++)
-		{
-			if (!TupleDescAttr(tupdesc, i)->attisdropped)
-				target_attrs = lappend_int(target_attrs, i + 1);
-		}
+		target_attrs = all_columns(rel);
 	}
 	else if (operation == CMD_UPDATE)
 	{
@@ -335,43 +356,75 @@ ghlPlanForeignModify(PlannerInfo *root, ModifyTable *plan,
 }
 
 /*
- * Set up the writes of one table.  The read_only option and the token's
- * scope are checked here, before the scan below runs its first request.
- * EXPLAIN stops before both and never touches the network.
+ * Set up the writes of one table planned by ghlPlanForeignModify.
  */
 static void
 ghlBeginForeignModify(ModifyTableState *mtstate, ResultRelInfo *rinfo,
 					  List *fdw_private, int subplan_index, int eflags)
 {
+	begin_modify(mtstate, rinfo, list_nth(fdw_private, GhlModifyTargetAttrs),
+				 intVal(list_nth(fdw_private, GhlModifyWriteKind)), eflags);
+}
+
+/*
+ * COPY into a foreign table, and rows routed into a foreign partition,
+ * insert without a plan of their own: every column, like an INSERT.
+ */
+static void
+ghlBeginForeignInsert(ModifyTableState *mtstate, ResultRelInfo *rinfo)
+{
+	begin_modify(mtstate, rinfo, all_columns(rinfo->ri_RelationDesc),
+				 GHL_WRITE_CREATE, 0);
+}
+
+static void
+ghlEndForeignInsert(EState *estate, ResultRelInfo *rinfo)
+{
+	/* the row context goes with the query; the connection stays cached */
+}
+
+/*
+ * Set up the writes of one table.  The read_only option and the token's
+ * scope are checked here, before the scan below runs its first request.
+ * EXPLAIN stops before both and never touches the network.
+ */
+static void
+begin_modify(ModifyTableState *mtstate, ResultRelInfo *rinfo,
+			 List *target_attrs, GhlWriteKind kind, int eflags)
+{
 	EState	   *estate = mtstate->ps.state;
 	GhlFdwModifyState *fmstate = palloc0(sizeof(GhlFdwModifyState));
+	Index		rtindex = rinfo->ri_RangeTableIndex;
 	RangeTblEntry *rte;
 	Oid			userid;
 	Plan	   *subplan;
 
 	rinfo->ri_FdwState = fmstate;
 	fmstate->rel = rinfo->ri_RelationDesc;
-	fmstate->operation = mtstate->operation;
+	/* not mtstate's: an UPDATE that moves a row to a partition inserts it */
+	fmstate->operation = kind == GHL_WRITE_CREATE ? CMD_INSERT :
+		kind == GHL_WRITE_DELETE ? CMD_DELETE : CMD_UPDATE;
 	fmstate->resource = ghl_resource_for_table(RelationGetRelid(fmstate->rel));
-	fmstate->target_attrs = list_nth(fdw_private, GhlModifyTargetAttrs);
-	fmstate->endpoint = write_endpoint(fmstate->resource,
-									   intVal(list_nth(fdw_private, GhlModifyWriteKind)),
-									   fmstate->rel);
+	fmstate->target_attrs = target_attrs;
+	fmstate->endpoint = write_endpoint(fmstate->resource, kind, fmstate->rel);
+	fmstate->fields = write_fields(fmstate->rel, fmstate->resource);
 
 	if (eflags & EXEC_FLAG_EXPLAIN_ONLY)
 		return;
 
-	rte = exec_rt_fetch(rinfo->ri_RangeTableIndex, estate);
+	/* a routed partition has no range table entry: its root's user counts */
+	if (rtindex == 0)
+		rtindex = rinfo->ri_RootResultRelInfo->ri_RangeTableIndex;
+	rte = exec_rt_fetch(rtindex, estate);
 	userid = OidIsValid(rte->checkAsUser) ? rte->checkAsUser : GetUserId();
 	fmstate->options = ghl_get_options(GetForeignTable(RelationGetRelid(fmstate->rel))->serverid,
 									   userid);
 	check_writable(fmstate);
 
-	fmstate->fields = write_fields(fmstate->rel, fmstate->resource);
 	fmstate->columns = ghl_build_column_maps(fmstate->rel, list_make1_int(0),
 											 fmstate->resource,
 											 &fmstate->ncolumns);
-	if (fmstate->operation != CMD_INSERT)
+	if (fmstate->operation == CMD_UPDATE || fmstate->operation == CMD_DELETE)
 	{
 		subplan = outerPlanState(mtstate)->plan;
 		fmstate->id_junk = ExecFindJunkAttributeInTlist(subplan->targetlist,
@@ -383,31 +436,41 @@ ghlBeginForeignModify(ModifyTableState *mtstate, ResultRelInfo *rinfo,
 		if (!AttributeNumberIsValid(fmstate->id_junk))
 			elog(ERROR, "could not find junk column \"%s\"", GHL_JUNK_ID);
 	}
-	if (fmstate->operation == CMD_UPDATE)
+	fmstate->tags_attno = tags_column(fmstate);
+	if (fmstate->operation == CMD_UPDATE &&
+		fmstate->tags_attno != InvalidAttrNumber)
 	{
-		ListCell   *lc;
+		int			n;
 
-		foreach(lc, fmstate->target_attrs)
-		{
-			if (fmstate->fields[lfirst_int(lc) - 1]->kind == GHL_WF_TAGS)
-				fmstate->tags_attno = lfirst_int(lc);
-		}
-		if (fmstate->tags_attno != InvalidAttrNumber)
-		{
-			int			n;
-
-			if (!AttributeNumberIsValid(fmstate->wholerow_junk))
-				elog(ERROR, "could not find junk column \"%s\"", GHL_JUNK_WHOLEROW);
-
-			fmstate->tags_column = ghl_build_column_maps(fmstate->rel,
-														 list_make1_int(fmstate->tags_attno),
-														 fmstate->resource, &n);
-		}
+		if (!AttributeNumberIsValid(fmstate->wholerow_junk))
+			elog(ERROR, "could not find junk column \"%s\"", GHL_JUNK_WHOLEROW);
+		fmstate->tags_column = ghl_build_column_maps(fmstate->rel,
+													 list_make1_int(fmstate->tags_attno),
+													 fmstate->resource, &n);
 	}
 
 	fmstate->row_cxt = AllocSetContextCreate(estate->es_query_cxt,
 											 "ghl_fdw modify",
 											 ALLOCSET_DEFAULT_SIZES);
+}
+
+/*
+ * The tags column among the columns an UPDATE assigns, or 0: tags travel
+ * through endpoints of their own.
+ */
+static AttrNumber
+tags_column(GhlFdwModifyState *fmstate)
+{
+	ListCell   *lc;
+
+	if (fmstate->operation != CMD_UPDATE)
+		return InvalidAttrNumber;
+	foreach(lc, fmstate->target_attrs)
+	{
+		if (fmstate->fields[lfirst_int(lc) - 1]->kind == GHL_WF_TAGS)
+			return lfirst_int(lc);
+	}
+	return InvalidAttrNumber;
 }
 
 /*
@@ -982,21 +1045,40 @@ ghlExplainForeignModify(ModifyTableState *mtstate, ResultRelInfo *rinfo,
 {
 	GhlFdwModifyState *fmstate = (GhlFdwModifyState *) rinfo->ri_FdwState;
 	const GhlEndpoint *ep = &fmstate->endpoint->endpoint;
+	AttrNumber	tags_attno = tags_column(fmstate);
+	List	   *fields = NIL;
 	ListCell   *lc;
 
-	ExplainPropertyText("GHL Request",
-						psprintf("%s %s", ep->method,
-								 ghl_endpoint_path(ep, "{contactId}", "{id}")),
-						es);
 	if (fmstate->operation == CMD_UPDATE)
 	{
-		List	   *fields = NIL;
-
 		foreach(lc, fmstate->target_attrs)
-			fields = lappend(fields,
-							 ghl_get_column_field(RelationGetRelid(fmstate->rel),
-												  lfirst_int(lc)));
+		{
+			if (lfirst_int(lc) != tags_attno)
+				fields = lappend(fields,
+								 ghl_get_column_field(RelationGetRelid(fmstate->rel),
+													  lfirst_int(lc)));
+		}
+	}
+	/* an UPDATE of tags alone sends only the tag requests */
+	if (fmstate->operation != CMD_UPDATE || fields != NIL)
+		ExplainPropertyText("GHL Request",
+							psprintf("%s %s", ep->method,
+									 ghl_endpoint_path(ep, "{contactId}", "{id}")),
+							es);
+	if (fields != NIL)
 		ExplainPropertyList("GHL Fields", fields, es);
+	if (tags_attno != InvalidAttrNumber)
+	{
+		const GhlEndpoint *add = &write_endpoint(fmstate->resource, GHL_WRITE_ADD_TAGS,
+												 fmstate->rel)->endpoint;
+		const GhlEndpoint *remove = &write_endpoint(fmstate->resource, GHL_WRITE_REMOVE_TAGS,
+													fmstate->rel)->endpoint;
+
+		ExplainPropertyText("GHL Tag Requests",
+							psprintf("%s %s with the tags added, %s %s with the tags removed",
+									 add->method, ghl_endpoint_path(add, NULL, "{id}"),
+									 remove->method, ghl_endpoint_path(remove, NULL, "{id}")),
+							es);
 	}
 	if (es->analyze)
 		ExplainPropertyInteger("GHL Requests", NULL, fmstate->stats.requests, es);
