@@ -44,7 +44,7 @@ typedef struct ConversionContext
 	const char *table_name;
 } ConversionContext;
 
-static void release_json_page(void *arg);
+static void release_json(void *arg);
 static json_object *row_object(GhlJsonPage *page, int row);
 static void row_to_values(GhlJsonPage *page, int row,
 						  GhlColumnMap *columns, int ncolumns,
@@ -69,8 +69,8 @@ ghl_json_parse_page(const char *data, size_t len, const char *response_key,
 	enum json_tokener_error jerr;
 	json_object *rows;
 
-	page->release.func = release_json_page;
-	page->release.arg = page;
+	page->release.func = release_json;
+	page->release.arg = &page->root;
 	MemoryContextRegisterResetCallback(CurrentMemoryContext, &page->release);
 
 	tok = json_tokener_new();
@@ -111,14 +111,18 @@ ghl_json_parse_page(const char *data, size_t len, const char *response_key,
 	return page;
 }
 
+/*
+ * Memory context reset callback: release the json-c document whose root
+ * pointer arg points to.
+ */
 static void
-release_json_page(void *arg)
+release_json(void *arg)
 {
-	GhlJsonPage *page = (GhlJsonPage *) arg;
+	json_object **root = (json_object **) arg;
 
-	if (page->root)
-		json_object_put(page->root);
-	page->root = NULL;
+	if (*root)
+		json_object_put(*root);
+	*root = NULL;
 }
 
 int
@@ -455,7 +459,6 @@ struct GhlJsonBody
 	MemoryContextCallback release;
 };
 
-static void release_json_body(void *arg);
 static json_object *parse_value(const char *json_text);
 
 /*
@@ -471,20 +474,10 @@ ghl_json_body_new(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory")));
-	body->release.func = release_json_body;
-	body->release.arg = body;
+	body->release.func = release_json;
+	body->release.arg = &body->root;
 	MemoryContextRegisterResetCallback(CurrentMemoryContext, &body->release);
 	return body;
-}
-
-static void
-release_json_body(void *arg)
-{
-	GhlJsonBody *body = (GhlJsonBody *) arg;
-
-	if (body->root)
-		json_object_put(body->root);
-	body->root = NULL;
 }
 
 /*

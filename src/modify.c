@@ -134,6 +134,8 @@ static void store_merged(GhlFdwModifyState *fmstate, TupleTableSlot *slot,
 						 GhlJsonPage *page, GhlColumnMap *columns,
 						 int ncolumns);
 static char *datum_to_json(Datum value, Oid typid);
+static bool old_row(GhlFdwModifyState *fmstate, TupleTableSlot *planSlot,
+					HeapTuple tuple);
 static List *array_strings(Datum array, Oid elemtype);
 static char *tags_json(List *tags, List *except);
 static bool change_tags(GhlFdwModifyState *fmstate, TupleTableSlot *slot,
@@ -840,6 +842,31 @@ ghlExecForeignUpdate(EState *estate, ResultRelInfo *rinfo,
 }
 
 /*
+ * The row as the scan read it, from the whole-row junk column, into
+ * *tuple (which points into planSlot).  False when there is none.
+ */
+static bool
+old_row(GhlFdwModifyState *fmstate, TupleTableSlot *planSlot,
+		HeapTuple tuple)
+{
+	bool		isnull;
+	Datum		wholerow;
+	HeapTupleHeader td;
+
+	if (!AttributeNumberIsValid(fmstate->wholerow_junk))
+		return false;
+	wholerow = ExecGetJunkAttribute(planSlot, fmstate->wholerow_junk, &isnull);
+	if (isnull)
+		return false;
+	td = DatumGetHeapTupleHeader(wholerow);
+	tuple->t_len = HeapTupleHeaderGetDatumLength(td);
+	ItemPointerSetInvalid(&tuple->t_self);
+	tuple->t_tableOid = InvalidOid;
+	tuple->t_data = td;
+	return true;
+}
+
+/*
  * The elements of an array as C strings, NULLs left out.
  */
 static List *
@@ -920,7 +947,7 @@ change_tags(GhlFdwModifyState *fmstate, TupleTableSlot *slot,
 	char	   *added;
 	char	   *removed;
 	bool		isnull;
-	Datum		wholerow;
+	HeapTupleData tuple;
 	GhlWriteKind kinds[2] = {GHL_WRITE_ADD_TAGS, GHL_WRITE_REMOVE_TAGS};
 	int			k;
 
@@ -931,19 +958,10 @@ change_tags(GhlFdwModifyState *fmstate, TupleTableSlot *slot,
 						NameStr(TupleDescAttr(tupdesc, i)->attname),
 						RelationGetRelationName(fmstate->rel))));
 
-	/* the old row, as the scan read it */
-	wholerow = ExecGetJunkAttribute(planSlot, fmstate->wholerow_junk, &isnull);
-	if (!isnull)
+	if (old_row(fmstate, planSlot, &tuple))
 	{
-		HeapTupleHeader td = DatumGetHeapTupleHeader(wholerow);
-		HeapTupleData tuple;
-		Datum		old;
+		Datum		old = heap_getattr(&tuple, fmstate->tags_attno, tupdesc, &isnull);
 
-		tuple.t_len = HeapTupleHeaderGetDatumLength(td);
-		ItemPointerSetInvalid(&tuple.t_self);
-		tuple.t_tableOid = InvalidOid;
-		tuple.t_data = td;
-		old = heap_getattr(&tuple, fmstate->tags_attno, tupdesc, &isnull);
 		if (!isnull)
 			old_tags = array_strings(old, elemtype);
 	}
@@ -983,34 +1001,20 @@ ghlExecForeignDelete(EState *estate, ResultRelInfo *rinfo,
 	GhlFdwModifyState *fmstate = (GhlFdwModifyState *) rinfo->ri_FdwState;
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ErrorContextCallback errcallback;
+	HeapTupleData tuple;
 	bool		found;
 
 	begin_row(fmstate, planSlot, &errcallback);
 	found = send_write(fmstate, fmstate->endpoint, fmstate->row_contact,
 					   fmstate->row_id, NULL, NULL);
 
-	if (found && AttributeNumberIsValid(fmstate->wholerow_junk))
+	if (found && old_row(fmstate, planSlot, &tuple))
 	{
-		bool		isnull;
-		Datum		wholerow = ExecGetJunkAttribute(planSlot,
-													fmstate->wholerow_junk,
-													&isnull);
-
 		ExecClearTuple(slot);
-		if (!isnull)
-		{
-			HeapTupleHeader td = DatumGetHeapTupleHeader(wholerow);
-			HeapTupleData tuple;
-
-			tuple.t_len = HeapTupleHeaderGetDatumLength(td);
-			ItemPointerSetInvalid(&tuple.t_self);
-			tuple.t_tableOid = InvalidOid;
-			tuple.t_data = td;
-			heap_deform_tuple(&tuple, slot->tts_tupleDescriptor,
-							  slot->tts_values, slot->tts_isnull);
-			ExecStoreVirtualTuple(slot);
-			ExecMaterializeSlot(slot);
-		}
+		heap_deform_tuple(&tuple, slot->tts_tupleDescriptor,
+						  slot->tts_values, slot->tts_isnull);
+		ExecStoreVirtualTuple(slot);
+		ExecMaterializeSlot(slot);
 	}
 
 	error_context_stack = errcallback.previous;
