@@ -81,6 +81,7 @@ SELECT test.mock_forget();
 UPDATE ghl.contacts SET company_name = 'Babbage & Co' WHERE id = :'ada';
 UPDATE ghl.contacts SET date_added = now() WHERE id = :'ada';
 INSERT INTO ghl.contacts (id, first_name) VALUES ('x', 'y');
+INSERT INTO ghl.contacts (first_name) VALUES ('y') ON CONFLICT DO NOTHING;
 SELECT count(*) AS requests FROM test.writes();
 
 -- a 422 carries the API's messages in errdetail, and names the row
@@ -114,6 +115,15 @@ SELECT test.fault('{"method": "PUT", "path": "^/contacts/", "times": 1, "kind": 
 UPDATE ghl.contacts SET city = 'Lyon' WHERE id = :'ada' RETURNING city;
 SELECT method, path, status FROM test.writes();
 ALTER SERVER ghl OPTIONS (SET max_retries '0');
+
+-- statement_timeout interrupts a write that hangs (the value is the one
+-- the contact already has, so the outcome does not matter)
+SELECT test.fault('{"method": "PUT", "path": "^/contacts/", "times": 1, "kind": "delay", "delay_ms": 5000}');
+SET statement_timeout = '500ms';
+\set VERBOSITY terse
+UPDATE ghl.contacts SET city = 'Lyon' WHERE id = :'ada';
+\set VERBOSITY default
+RESET statement_timeout;
 
 -- DELETE ... RETURNING shows the row as it was read
 SELECT test.mock_forget();

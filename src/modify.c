@@ -309,6 +309,13 @@ ghlPlanForeignModify(PlannerInfo *root, ModifyTable *plan,
 	List	   *target_attrs = NIL;
 	GhlWriteKind kind;
 
+	/* the API has no conditional create: DO NOTHING would create duplicates */
+	if (plan->onConflictAction != ONCONFLICT_NONE)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("INSERT with ON CONFLICT is not supported on foreign table \"%s\"",
+						RelationGetRelationName(rel))));
+
 	if (operation == CMD_INSERT)
 	{
 		kind = GHL_WRITE_CREATE;
