@@ -79,14 +79,19 @@ SELECT test.error_detail_of($$INSERT INTO ghl.tasks (contact_id, title, due_date
 -- notes --------------------------------------------------------------
 
 SELECT test.mock_forget();
+CREATE TEMP TABLE returned_note (LIKE ghl.notes);
 WITH ins AS (
     INSERT INTO ghl.notes (contact_id, body) VALUES (:'cid', 'Met at the fair')
     RETURNING *)
+INSERT INTO returned_note SELECT * FROM ins;
 SELECT length(id) AS id_length, contact_id = :'cid' AS contact_ok, body,
        user_id IS NOT NULL AS has_user, date_added IS NOT NULL AS dated
-FROM ins;
+FROM returned_note;
 SELECT * FROM test.writes();
-SELECT id AS note FROM ghl.notes WHERE contact_id = :'cid' AND body = 'Met at the fair' \gset
+SELECT id AS note FROM returned_note \gset
+-- read back: the row is exactly what RETURNING gave
+SELECT to_jsonb(n) = to_jsonb(r) AS same_row
+FROM ghl.notes n, returned_note r WHERE n.contact_id = :'cid' AND n.id = :'note';
 INSERT INTO ghl.notes (contact_id, body, user_id) VALUES (:'cid', 'By a user', 'user-7')
 RETURNING body, user_id;
 INSERT INTO ghl.notes (contact_id) VALUES (:'cid');
