@@ -6,6 +6,7 @@ OBJS = \
 	src/ghl_fdw.o \
 	src/http.o \
 	src/json.o \
+	src/modify.o \
 	src/option.o \
 	src/pushdown.o \
 	src/ratelimit.o \

@@ -114,3 +114,34 @@ LANGUAGE sql AS $$
     WHERE r->>'fault' IS NULL
     ORDER BY x.seq
 $$;
+
+-- run a statement that must fail; show its SQLSTATE, message and detail,
+-- with 20-character ids and the API's random traceIds masked
+CREATE FUNCTION test.error_detail_of(stmt text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    state text;
+    msg text;
+    detail text;
+BEGIN
+    EXECUTE stmt;
+    RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
+                            detail = PG_EXCEPTION_DETAIL;
+    RETURN regexp_replace(regexp_replace(
+               state || ': ' || msg || coalesce(E'\nDETAIL: ' || nullif(detail, ''), ''),
+               ' \(traceId [^)]*\)', ''),
+           '[A-Za-z0-9]{20}', '{id}', 'g');
+END $$;
+
+-- the requests since test.mock_forget(), with 20-character ids masked in
+-- paths and bodies (the mock assigns them)
+CREATE FUNCTION test.writes()
+RETURNS TABLE (method text, path text, body jsonb, version text, status int)
+LANGUAGE sql AS $$
+    SELECT method, regexp_replace(path, '[A-Za-z0-9]{20}', '{id}', 'g'),
+           regexp_replace(body::text, '"[A-Za-z0-9]{20}"', '"{id}"', 'g')::jsonb,
+           version, status
+    FROM test.requests()
+$$;

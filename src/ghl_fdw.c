@@ -143,9 +143,6 @@ static List *add_param_info(PlannerInfo *root, RelOptInfo *baserel,
 static bool member_reads_field(PlannerInfo *root, RelOptInfo *rel,
 							   EquivalenceClass *ec, EquivalenceMember *em,
 							   void *arg);
-static GhlColumnMap *build_column_maps(Relation rel, List *attnums,
-									   const GhlResource *resource,
-									   int *ncolumns, int *query_attindex);
 static void start_scan(GhlFdwScanState *st);
 static bool evaluate_parameters(GhlFdwScanState *st, ExprContext *econtext);
 static bool evaluate_text_parameter(GhlFdwScanState *st, ExprContext *econtext,
@@ -184,6 +181,9 @@ ghl_fdw_handler(PG_FUNCTION_ARGS)
 	routine->EndForeignScan = ghlEndForeignScan;
 	routine->ExplainForeignScan = ghlExplainForeignScan;
 	routine->ImportForeignSchema = ghlImportForeignSchema;
+
+	/* writes: modify.c */
+	ghl_modify_routine(routine);
 
 	PG_RETURN_POINTER(routine);
 }
@@ -415,10 +415,10 @@ ghlBeginForeignScan(ForeignScanState *node, int eflags)
 	userid = OidIsValid(rte->checkAsUser) ? rte->checkAsUser : GetUserId();
 	st->options = ghl_get_options(GetForeignTable(RelationGetRelid(st->rel))->serverid,
 								  userid);
-	st->columns = build_column_maps(st->rel,
-									list_nth(fsplan->fdw_private, GhlScanAttrsUsed),
-									st->resource, &st->ncolumns,
-									&st->query_attindex);
+	st->columns = ghl_build_column_maps(st->rel,
+										list_nth(fsplan->fdw_private, GhlScanAttrsUsed),
+										st->resource, &st->ncolumns,
+										&st->query_attindex);
 	st->fdw_expr_states = ExecInitExprList(fsplan->fdw_exprs, (PlanState *) node);
 	initStringInfo(&st->cursor);
 	initStringInfo(&st->id_value);
@@ -441,11 +441,12 @@ ghlBeginForeignScan(ForeignScanState *node, int eflags)
  * How each column read by the query is filled: its JSON key and the input
  * function of its type.  attnums holds 0 when the whole row is needed.
  * The filter-only search column is not read from JSON: its index goes to
- * *query_attindex (else -1).
+ * *query_attindex (else -1).  Writes fill their RETURNING rows through the
+ * same maps.
  */
-static GhlColumnMap *
-build_column_maps(Relation rel, List *attnums, const GhlResource *resource,
-				  int *ncolumns, int *query_attindex)
+GhlColumnMap *
+ghl_build_column_maps(Relation rel, List *attnums, const GhlResource *resource,
+					  int *ncolumns, int *query_attindex)
 {
 	TupleDesc	tupdesc = RelationGetDescr(rel);
 	GhlColumnMap *columns = palloc0(sizeof(GhlColumnMap) * tupdesc->natts);

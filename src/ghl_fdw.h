@@ -208,6 +208,57 @@ extern const GhlPushable *ghl_pushable(GhlResourceKind resource,
 extern bool ghl_sortable(GhlResourceKind resource, const char *field);
 
 /*
+ * The write side of a resource: which endpoint each kind of write uses and
+ * which fields a request body may carry.  Kept apart from the read tables.
+ */
+typedef enum GhlWriteKind
+{
+	GHL_WRITE_CREATE,			/* INSERT */
+	GHL_WRITE_UPDATE,			/* UPDATE */
+	GHL_WRITE_DELETE,			/* DELETE */
+	GHL_WRITE_COMPLETE,			/* UPDATE of tasks.completed alone */
+	GHL_WRITE_ADD_TAGS,			/* tags an UPDATE adds to a contact */
+	GHL_WRITE_REMOVE_TAGS		/* tags an UPDATE removes from a contact */
+} GhlWriteKind;
+
+typedef struct GhlWriteEndpoint
+{
+	GhlResourceKind resource;
+	GhlWriteKind kind;
+	GhlEndpoint endpoint;		/* method, path, Version, response key */
+	bool		idempotent;		/* safe to retry even if it reached the API */
+	const char *scope;			/* OAuth scope the write needs */
+	const char *location_key;	/* body key for the server's location_id */
+} GhlWriteEndpoint;
+
+/* How a column's value travels to the API. */
+typedef enum GhlWriteFieldKind
+{
+	GHL_WF_VALUE,				/* the value as JSON, under write_field */
+	GHL_WF_TAGS,				/* in the body on create, tag endpoints on update */
+	GHL_WF_CUSTOM_FIELDS,		/* read {id, value}, written {id|key, field_value} */
+	GHL_WF_PATH_CONTACT			/* the contact id in the path */
+} GhlWriteFieldKind;
+
+/* One JSON field a write may set. */
+typedef struct GhlWriteField
+{
+	GhlResourceKind resource;
+	const char *field;			/* the column's JSON key when read */
+	const char *write_field;	/* its key in request bodies */
+	GhlWriteFieldKind kind;
+	bool		on_create;		/* INSERT may set it */
+	bool		on_update;		/* UPDATE may change it */
+	bool		required;		/* INSERT must set it */
+	const char *create_default; /* JSON sent when INSERT leaves it NULL */
+} GhlWriteField;
+
+extern const GhlWriteEndpoint *ghl_write_endpoint(GhlResourceKind resource,
+												  GhlWriteKind kind);
+extern const GhlWriteField *ghl_write_field(GhlResourceKind resource,
+											const char *field);
+
+/*
  * in http.c
  */
 typedef struct GhlConnection GhlConnection;
@@ -379,6 +430,10 @@ extern void ghl_json_row_to_values(GhlJsonPage *page, int row,
 								   bool use_search_fields,
 								   const char *table_name,
 								   Datum *values, bool *nulls);
+extern void ghl_json_row_merge_values(GhlJsonPage *page, int row,
+									  GhlColumnMap *columns, int ncolumns,
+									  const char *table_name,
+									  Datum *values, bool *nulls);
 extern char *ghl_json_row_cursor(GhlJsonPage *page, int row);
 extern void ghl_json_error_info(const char *data, size_t len,
 								char **message, char **trace_id);
@@ -417,6 +472,30 @@ typedef struct GhlTokenResponse
 extern void ghl_json_token_response(const char *data, size_t len,
 									const char *server_name,
 									GhlTokenResponse *out);
+
+/* a request body of a write, built field by field */
+typedef struct GhlJsonBody GhlJsonBody;
+
+extern GhlJsonBody *ghl_json_body_new(void);
+extern void ghl_json_body_add(GhlJsonBody *body, const char *key,
+							  const char *json_text);
+extern void ghl_json_body_add_custom_fields(GhlJsonBody *body, const char *key,
+											const char *json_text,
+											const char *table_name);
+extern char *ghl_json_body_text(GhlJsonBody *body);
+
+/*
+ * in ghl_fdw.c
+ */
+extern GhlColumnMap *ghl_build_column_maps(Relation rel, List *attnums,
+										   const GhlResource *resource,
+										   int *ncolumns, int *query_attindex);
+
+/*
+ * in modify.c
+ */
+struct FdwRoutine;
+extern void ghl_modify_routine(struct FdwRoutine *routine);
 
 /*
  * in pushdown.c

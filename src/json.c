@@ -44,8 +44,12 @@ typedef struct ConversionContext
 	const char *table_name;
 } ConversionContext;
 
-static void release_json_page(void *arg);
+static void release_json(void *arg);
 static json_object *row_object(GhlJsonPage *page, int row);
+static void row_to_values(GhlJsonPage *page, int row,
+						  GhlColumnMap *columns, int ncolumns,
+						  bool use_search_fields, const char *table_name,
+						  bool keep_missing, Datum *values, bool *nulls);
 static Datum json_to_datum(json_object *value, GhlColumnMap *col, bool *isnull);
 static Datum scalar_to_datum(json_object *value, FmgrInfo *input, Oid ioparam,
 							 int32 typmod, bool is_timestamp);
@@ -70,8 +74,8 @@ ghl_json_parse_page(const char *data, size_t len, const char *response_key,
 	enum json_tokener_error jerr;
 	json_object *rows;
 
-	page->release.func = release_json_page;
-	page->release.arg = page;
+	page->release.func = release_json;
+	page->release.arg = &page->root;
 	MemoryContextRegisterResetCallback(CurrentMemoryContext, &page->release);
 
 	tok = json_tokener_new();
@@ -92,12 +96,17 @@ ghl_json_parse_page(const char *data, size_t len, const char *response_key,
 						   "The document ends early" :
 						   json_tokener_error_desc(jerr), len)));
 
+	/* without a response key the document itself is the one row */
+	rows = page->root;
 	if (!json_object_is_type(page->root, json_type_object) ||
-		!json_object_object_get_ex(page->root, response_key, &rows) ||
+		(response_key != NULL &&
+		 !json_object_object_get_ex(page->root, response_key, &rows)) ||
 		!json_object_is_type(rows, single_object ? json_type_object : json_type_array))
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
 				 errmsg("GHL server \"%s\" returned an unexpected response", server_name),
+				 response_key == NULL ?
+				 errdetail("Expected a JSON object.") :
 				 errdetail("Expected a JSON object with %s \"%s\".",
 						   single_object ? "an object" : "an array", response_key)));
 
@@ -107,14 +116,18 @@ ghl_json_parse_page(const char *data, size_t len, const char *response_key,
 	return page;
 }
 
+/*
+ * Memory context reset callback: release the json-c document whose root
+ * pointer arg points to.
+ */
 static void
-release_json_page(void *arg)
+release_json(void *arg)
 {
-	GhlJsonPage *page = (GhlJsonPage *) arg;
+	json_object **root = (json_object **) arg;
 
-	if (page->root)
-		json_object_put(page->root);
-	page->root = NULL;
+	if (*root)
+		json_object_put(*root);
+	*root = NULL;
 }
 
 int
@@ -140,6 +153,35 @@ ghl_json_row_to_values(GhlJsonPage *page, int row,
 					   GhlColumnMap *columns, int ncolumns,
 					   bool use_search_fields, const char *table_name,
 					   Datum *values, bool *nulls)
+{
+	row_to_values(page, row, columns, ncolumns, use_search_fields, table_name,
+				  false, values, nulls);
+}
+
+/*
+ * Overlay the fields a write's response carries on the values of the row
+ * as written: the API answers some writes with only part of the object
+ * (a tag change returns the tags), and a field it did not mention keeps
+ * the value the statement gave it.
+ */
+void
+ghl_json_row_merge_values(GhlJsonPage *page, int row,
+						  GhlColumnMap *columns, int ncolumns,
+						  const char *table_name,
+						  Datum *values, bool *nulls)
+{
+	row_to_values(page, row, columns, ncolumns, false, table_name,
+				  true, values, nulls);
+}
+
+/*
+ * The conversion behind both: keep_missing leaves a column whose field
+ * the row lacks untouched instead of making it NULL.
+ */
+static void
+row_to_values(GhlJsonPage *page, int row, GhlColumnMap *columns, int ncolumns,
+			  bool use_search_fields, const char *table_name,
+			  bool keep_missing, Datum *values, bool *nulls)
 {
 	json_object *obj = row_object(page, row);
 	ConversionContext convctx;
@@ -179,6 +221,8 @@ ghl_json_row_to_values(GhlJsonPage *page, int row,
 				found = json_object_object_get_ex(obj, col->field, &value);
 		}
 
+		if (!found && keep_missing)
+			continue;
 		values[col->attindex] = found ?
 			json_to_datum(value, col, &nulls[col->attindex]) : (Datum) 0;
 		if (!found)
@@ -647,4 +691,147 @@ ghl_json_token_response(const char *data, size_t len, const char *server_name,
 			json_object_put(root);
 	}
 	PG_END_TRY();
+}
+
+/*
+ * A request body under construction: one JSON object, released with the
+ * memory context it was made in, so an error half-way leaks nothing.
+ */
+struct GhlJsonBody
+{
+	json_object *root;
+	MemoryContextCallback release;
+};
+
+static json_object *parse_value(const char *json_text);
+
+/*
+ * An empty body that belongs to CurrentMemoryContext.
+ */
+GhlJsonBody *
+ghl_json_body_new(void)
+{
+	GhlJsonBody *body = palloc0(sizeof(GhlJsonBody));
+
+	body->root = json_object_new_object();
+	if (body->root == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	body->release.func = release_json;
+	body->release.arg = &body->root;
+	MemoryContextRegisterResetCallback(CurrentMemoryContext, &body->release);
+	return body;
+}
+
+/*
+ * Parse one JSON value the caller serialized.  JSON null is a NULL
+ * json_object, so success is told by the tokener, not by the result.  The
+ * terminating NUL is part of the input: without it a bare number or
+ * literal at the end could still continue.
+ */
+static json_object *
+parse_value(const char *json_text)
+{
+	json_tokener *tok = json_tokener_new();
+	json_object *value;
+	enum json_tokener_error jerr;
+
+	if (tok == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	value = json_tokener_parse_ex(tok, json_text, (int) strlen(json_text) + 1);
+	jerr = json_tokener_get_error(tok);
+	json_tokener_free(tok);
+	if (jerr != json_tokener_success)
+	{
+		if (value)
+			json_object_put(value);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_JSON_TEXT),
+				 errmsg("invalid JSON in a request body: %s",
+						json_tokener_error_desc(jerr))));
+	}
+	return value;
+}
+
+/*
+ * Set key to a JSON value given as text (a string, number, array, ...).
+ */
+void
+ghl_json_body_add(GhlJsonBody *body, const char *key, const char *json_text)
+{
+	json_object_object_add(body->root, key, parse_value(json_text));
+}
+
+/*
+ * Set key to custom fields in the form the API writes them.  They are
+ * read as [{id, value}] and written as [{id|key, field_value}]; both
+ * spellings of the value are accepted, so a value read from one contact
+ * can be written to another as it is.
+ */
+void
+ghl_json_body_add_custom_fields(GhlJsonBody *body, const char *key,
+								const char *json_text, const char *table_name)
+{
+	json_object *input = parse_value(json_text);
+	json_object *output = json_object_new_array();
+
+	PG_TRY();
+	{
+		size_t		i;
+		size_t		n;
+
+		if (!json_object_is_type(input, json_type_array))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("custom fields of foreign table \"%s\" must be a JSON array",
+							table_name),
+					 errhint("Write [{\"id\": \"...\", \"value\": ...}], or \"key\" instead of \"id\".")));
+		n = json_object_array_length(input);
+		for (i = 0; i < n; i++)
+		{
+			json_object *item = json_object_array_get_idx(input, i);
+			json_object *out;
+			json_object *ref = NULL;
+			json_object *value = NULL;
+			const char *ref_key = "id";
+
+			if (!json_object_object_get_ex(item, "id", &ref) &&
+				json_object_object_get_ex(item, "key", &ref))
+				ref_key = "key";
+			if (!json_object_is_type(ref, json_type_string))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("custom field %zu of foreign table \"%s\" names no field",
+								i + 1, table_name),
+						 errhint("Each element needs a string \"id\" or \"key\", and a \"value\".")));
+			if (!json_object_object_get_ex(item, "field_value", &value))
+				json_object_object_get_ex(item, "value", &value);
+
+			out = json_object_new_object();
+			json_object_array_add(output, out);
+			json_object_object_add(out, ref_key, json_object_get(ref));
+			json_object_object_add(out, "field_value", json_object_get(value));
+		}
+		json_object_object_add(body->root, key, output);
+		output = NULL;
+	}
+	PG_FINALLY();
+	{
+		json_object_put(input);
+		json_object_put(output);
+	}
+	PG_END_TRY();
+}
+
+/*
+ * The body as compact JSON text, palloc'd.
+ */
+char *
+ghl_json_body_text(GhlJsonBody *body)
+{
+	return pstrdup(json_object_to_json_string_ext(body->root,
+												  JSON_C_TO_STRING_PLAIN));
 }

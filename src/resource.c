@@ -298,3 +298,150 @@ ghl_sortable(GhlResourceKind resource, const char *field)
 	return resource == GHL_RESOURCE_CONTACTS &&
 		(strcmp(field, "dateAdded") == 0 || strcmp(field, "dateUpdated") == 0);
 }
+
+/*
+ * The write endpoints.  They live apart from the read endpoints above:
+ * a write answers with its own response shape, and each one names the
+ * OAuth scope it needs.  An endpoint whose path names the row answers
+ * 404 when the API no longer has it, which a write reports as zero rows;
+ * a 404 on a create (say, of a task under an unknown contact) is an error.
+ */
+#define WRITE_EP(method_, path_, contact_, id_, version_, key_) \
+	{GHL_NUM_ENDPOINTS, method_, path_, contact_, id_, version_, key_, true, \
+	 id_, GHL_PAGING_NONE, false}
+
+static const GhlWriteEndpoint write_endpoints[] = {
+	{GHL_RESOURCE_CONTACTS, GHL_WRITE_CREATE,
+	 WRITE_EP("POST", "/contacts/", false, false, NULL, "contact"),
+	 false, "contacts.write", "locationId"},
+	{GHL_RESOURCE_CONTACTS, GHL_WRITE_UPDATE,
+	 WRITE_EP("PUT", "/contacts/%s", false, true, NULL, "contact"),
+	 true, "contacts.write", NULL},
+	{GHL_RESOURCE_CONTACTS, GHL_WRITE_DELETE,
+	 WRITE_EP("DELETE", "/contacts/%s", false, true, NULL, NULL),
+	 true, "contacts.write", NULL},
+	/* adding a tag twice or removing a missing one changes nothing */
+	{GHL_RESOURCE_CONTACTS, GHL_WRITE_ADD_TAGS,
+	 WRITE_EP("POST", "/contacts/%s/tags", false, true, NULL, NULL),
+	 true, "contacts.write", NULL},
+	{GHL_RESOURCE_CONTACTS, GHL_WRITE_REMOVE_TAGS,
+	 WRITE_EP("DELETE", "/contacts/%s/tags", false, true, NULL, NULL),
+	 true, "contacts.write", NULL},
+	{GHL_RESOURCE_TASKS, GHL_WRITE_CREATE,
+	 WRITE_EP("POST", "/contacts/%s/tasks", true, false, NULL, "task"),
+	 false, "contacts.write", NULL},
+	{GHL_RESOURCE_TASKS, GHL_WRITE_UPDATE,
+	 WRITE_EP("PUT", "/contacts/%s/tasks/%s", true, true, NULL, "task"),
+	 true, "contacts.write", NULL},
+	{GHL_RESOURCE_TASKS, GHL_WRITE_COMPLETE,
+	 WRITE_EP("PUT", "/contacts/%s/tasks/%s/completed", true, true, NULL, "task"),
+	 true, "contacts.write", NULL},
+	{GHL_RESOURCE_TASKS, GHL_WRITE_DELETE,
+	 WRITE_EP("DELETE", "/contacts/%s/tasks/%s", true, true, NULL, NULL),
+	 true, "contacts.write", NULL},
+	{GHL_RESOURCE_NOTES, GHL_WRITE_CREATE,
+	 WRITE_EP("POST", "/contacts/%s/notes", true, false, NULL, "note"),
+	 false, "contacts.write", NULL},
+	{GHL_RESOURCE_NOTES, GHL_WRITE_UPDATE,
+	 WRITE_EP("PUT", "/contacts/%s/notes/%s", true, true, NULL, "note"),
+	 true, "contacts.write", NULL},
+	{GHL_RESOURCE_NOTES, GHL_WRITE_DELETE,
+	 WRITE_EP("DELETE", "/contacts/%s/notes/%s", true, true, NULL, NULL),
+	 true, "contacts.write", NULL},
+	/* the calendars API answers creates and updates with the bare object */
+	{GHL_RESOURCE_APPOINTMENTS, GHL_WRITE_CREATE,
+	 WRITE_EP("POST", "/calendars/events/appointments", false, false,
+			  GHL_CALENDAR_API_VERSION, NULL),
+	 false, "calendars/events.write", "locationId"},
+	{GHL_RESOURCE_APPOINTMENTS, GHL_WRITE_UPDATE,
+	 WRITE_EP("PUT", "/calendars/events/appointments/%s", false, true,
+			  GHL_CALENDAR_API_VERSION, NULL),
+	 true, "calendars/events.write", NULL},
+	{GHL_RESOURCE_APPOINTMENTS, GHL_WRITE_DELETE,
+	 WRITE_EP("DELETE", "/calendars/events/%s", false, true,
+			  GHL_CALENDAR_API_VERSION, NULL),
+	 true, "calendars/events.write", NULL},
+};
+
+/*
+ * resource, JSON field, body key, kind, on create, on update, required on
+ * create, JSON sent when INSERT leaves it NULL.  A column whose field is
+ * not listed is read-only: the API computes it (ids, dates, name) or
+ * cannot change it (companyName after creation, a task's contact).
+ */
+static const GhlWriteField write_fields[] = {
+	{GHL_RESOURCE_CONTACTS, "firstName", "firstName", GHL_WF_VALUE, true, true, false, NULL},
+	{GHL_RESOURCE_CONTACTS, "lastName", "lastName", GHL_WF_VALUE, true, true, false, NULL},
+	{GHL_RESOURCE_CONTACTS, "name", "name", GHL_WF_VALUE, true, true, false, NULL},
+	{GHL_RESOURCE_CONTACTS, "email", "email", GHL_WF_VALUE, true, true, false, NULL},
+	{GHL_RESOURCE_CONTACTS, "phone", "phone", GHL_WF_VALUE, true, true, false, NULL},
+	{GHL_RESOURCE_CONTACTS, "companyName", "companyName", GHL_WF_VALUE, true, false, false, NULL},
+	{GHL_RESOURCE_CONTACTS, "source", "source", GHL_WF_VALUE, true, true, false, NULL},
+	{GHL_RESOURCE_CONTACTS, "assignedTo", "assignedTo", GHL_WF_VALUE, true, true, false, NULL},
+	{GHL_RESOURCE_CONTACTS, "address1", "address1", GHL_WF_VALUE, true, true, false, NULL},
+	{GHL_RESOURCE_CONTACTS, "city", "city", GHL_WF_VALUE, true, true, false, NULL},
+	{GHL_RESOURCE_CONTACTS, "state", "state", GHL_WF_VALUE, true, true, false, NULL},
+	{GHL_RESOURCE_CONTACTS, "postalCode", "postalCode", GHL_WF_VALUE, true, true, false, NULL},
+	{GHL_RESOURCE_CONTACTS, "country", "country", GHL_WF_VALUE, true, true, false, NULL},
+	{GHL_RESOURCE_CONTACTS, "website", "website", GHL_WF_VALUE, true, true, false, NULL},
+	{GHL_RESOURCE_CONTACTS, "timezone", "timezone", GHL_WF_VALUE, true, true, false, NULL},
+	{GHL_RESOURCE_CONTACTS, "dnd", "dnd", GHL_WF_VALUE, true, true, false, NULL},
+	{GHL_RESOURCE_CONTACTS, "tags", "tags", GHL_WF_TAGS, true, true, false, NULL},
+	{GHL_RESOURCE_CONTACTS, "customFields", "customFields", GHL_WF_CUSTOM_FIELDS, true, true, false, NULL},
+	{GHL_RESOURCE_TASKS, "contactId", NULL, GHL_WF_PATH_CONTACT, true, false, true, NULL},
+	{GHL_RESOURCE_TASKS, "title", "title", GHL_WF_VALUE, true, true, true, NULL},
+	{GHL_RESOURCE_TASKS, "body", "body", GHL_WF_VALUE, true, true, false, NULL},
+	{GHL_RESOURCE_TASKS, "assignedTo", "assignedTo", GHL_WF_VALUE, true, true, false, NULL},
+	{GHL_RESOURCE_TASKS, "dueDate", "dueDate", GHL_WF_VALUE, true, true, true, NULL},
+	{GHL_RESOURCE_TASKS, "completed", "completed", GHL_WF_VALUE, true, true, false, "false"},
+	{GHL_RESOURCE_NOTES, "contactId", NULL, GHL_WF_PATH_CONTACT, true, false, true, NULL},
+	{GHL_RESOURCE_NOTES, "body", "body", GHL_WF_VALUE, true, true, true, NULL},
+	{GHL_RESOURCE_NOTES, "userId", "userId", GHL_WF_VALUE, true, true, false, NULL},
+	{GHL_RESOURCE_APPOINTMENTS, "contactId", "contactId", GHL_WF_VALUE, true, false, true, NULL},
+	{GHL_RESOURCE_APPOINTMENTS, "calendarId", "calendarId", GHL_WF_VALUE, true, true, true, NULL},
+	{GHL_RESOURCE_APPOINTMENTS, "title", "title", GHL_WF_VALUE, true, true, false, NULL},
+	{GHL_RESOURCE_APPOINTMENTS, "appointmentStatus", "appointmentStatus", GHL_WF_VALUE, true, true, false, NULL},
+	{GHL_RESOURCE_APPOINTMENTS, "assignedUserId", "assignedUserId", GHL_WF_VALUE, true, true, false, NULL},
+	{GHL_RESOURCE_APPOINTMENTS, "address", "address", GHL_WF_VALUE, true, true, false, NULL},
+	{GHL_RESOURCE_APPOINTMENTS, "notes", "description", GHL_WF_VALUE, true, true, false, NULL},
+	{GHL_RESOURCE_APPOINTMENTS, "startTime", "startTime", GHL_WF_VALUE, true, true, true, NULL},
+	{GHL_RESOURCE_APPOINTMENTS, "endTime", "endTime", GHL_WF_VALUE, true, true, false, NULL},
+};
+
+/*
+ * The endpoint a write of this kind uses, or NULL when the resource has
+ * none (the caller reports that).
+ */
+const GhlWriteEndpoint *
+ghl_write_endpoint(GhlResourceKind resource, GhlWriteKind kind)
+{
+	int			i;
+
+	for (i = 0; i < lengthof(write_endpoints); i++)
+	{
+		if (write_endpoints[i].resource == resource &&
+			write_endpoints[i].kind == kind)
+			return &write_endpoints[i];
+	}
+	return NULL;
+}
+
+/*
+ * How a write sends the column read from this JSON field, or NULL when
+ * the API offers no way to set it.
+ */
+const GhlWriteField *
+ghl_write_field(GhlResourceKind resource, const char *field)
+{
+	int			i;
+
+	if (field == NULL)
+		return NULL;
+	for (i = 0; i < lengthof(write_fields); i++)
+	{
+		if (write_fields[i].resource == resource &&
+			strcmp(write_fields[i].field, field) == 0)
+			return &write_fields[i];
+	}
+	return NULL;
+}
