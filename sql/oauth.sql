@@ -149,6 +149,10 @@ SELECT test.mock_forget();
 SELECT ghl_fdw.require_scope('ghl_oauth');
 SELECT ghl_fdw.require_scope('ghl_oauth', 'contacts.readonly');
 SELECT ghl_fdw.require_scope('ghl');
+-- real writes with that token are refused the same way, before the scan
+-- of an UPDATE or DELETE sends anything
+SELECT test.error_of($$INSERT INTO oauth.contacts (email) VALUES ('scope@example.com')$$);
+SELECT test.error_of($$DELETE FROM oauth.contacts WHERE id = 'nonexistent-id'$$);
 SELECT count(*) AS requests FROM test.requests();
 ALTER SERVER ghl_oauth OPTIONS (ADD read_only 'true');
 SELECT ghl_fdw.require_scope('ghl_oauth');
