@@ -40,9 +40,18 @@ IMPORT FOREIGN SCHEMA ghl FROM SERVER ghl INTO ghl;
 \echo '-- how many contacts the location has (pages through the search API)'
 SELECT count(*) AS contacts FROM ghl.contacts;
 
-\echo '-- the newest five contacts'
+\echo '-- the newest five contacts: ORDER BY and LIMIT go to the API, one request'
+EXPLAIN (VERBOSE, COSTS OFF)
+SELECT id, name FROM ghl.contacts ORDER BY date_added DESC LIMIT 5;
 SELECT id, name, email, tags, date_added
 FROM ghl.contacts ORDER BY date_added DESC LIMIT 5;
+
+\echo '-- open tasks of the 20 newest contacts: one request per contact'
+SELECT c.name, t.title, t.due_date
+FROM (SELECT id, name FROM ghl.contacts ORDER BY date_added DESC LIMIT 20) c
+JOIN ghl.tasks t ON t.contact_id = c.id
+WHERE NOT t.completed
+ORDER BY t.due_date, t.id;
 
 \echo '-- contacts per tag'
 SELECT tag, count(*) FROM ghl.contacts, unnest(tags) AS tag
@@ -53,4 +62,10 @@ EXPLAIN (VERBOSE, COSTS OFF)
 SELECT id, email FROM ghl.contacts WHERE id = 'some-id';
 SELECT id, name, email, phone, city, custom_fields
 FROM ghl.contacts WHERE id = (SELECT min(id) FROM ghl.contacts);
+
+\echo '-- materialize contacts and tasks into rankr.* (pg_cron can run this)'
+SELECT resource, mode, status, rows_upserted, requests
+FROM ghl_fdw.sync('ghl', ARRAY['contacts', 'tasks']) ORDER BY resource;
+SELECT count(DISTINCT c.id) AS contacts, count(t.id) AS open_tasks
+FROM rankr.contacts c LEFT JOIN rankr.tasks t ON t.contact_id = c.id AND NOT t.completed;
 SQL
