@@ -100,8 +100,7 @@ FROM ghl.contacts;
 SELECT status, fault FROM test.attempts();
 
 -- slow headers past timeout_ms: 08006, or the rows after a retry (the
--- mock logs a request only once it has answered, so the attempts are
--- counted by the FDW's own counters here)
+-- attempts are counted by the FDW's own counters here)
 ALTER SERVER ghl OPTIONS (ADD timeout_ms '500');
 SELECT ghl_fdw.request_stats_reset();
 SELECT * FROM test.final_then_retried(

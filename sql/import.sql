@@ -13,12 +13,12 @@ SELECT relname FROM pg_class WHERE relnamespace = 'imp'::regnamespace ORDER BY 1
 DROP SCHEMA imp CASCADE;
 CREATE SCHEMA imp;
 -- without the option, no request is made
-SELECT count(*) AS requests FROM test.unfaulted_requests();
+SELECT count(*) AS requests FROM test.requests();
 
 -- custom fields: one GET, one column per contact field, typed
 IMPORT FOREIGN SCHEMA ghl LIMIT TO (contacts) FROM SERVER ghl INTO imp
     OPTIONS (custom_fields 'true');
-SELECT method, path, query, version FROM test.unfaulted_requests();
+SELECT method, path, query, version FROM test.requests();
 SELECT attname, format_type(atttypid, atttypmod) AS type,
        regexp_replace(array_to_string(attfdwoptions, ','), '[A-Za-z0-9]{20}', '{id}') AS options
 FROM pg_attribute WHERE attrelid = 'imp.contacts'::regclass AND attnum > 25 ORDER BY attnum;

@@ -20,7 +20,7 @@ FROM (SELECT id FROM ghl.contacts ORDER BY date_added LIMIT 50) c
 JOIN ghl.tasks t ON t.contact_id = c.id;
 SELECT method, regexp_replace(path, '/contacts/[A-Za-z0-9]{20}/', '/contacts/{contact}/') AS path,
        count(*) AS requests
-FROM test.unfaulted_requests() GROUP BY 1, 2 ORDER BY 2;
+FROM test.requests() GROUP BY 1, 2 ORDER BY 2;
 
 -- the join clause written the other way round, with a filter on contacts
 SELECT test.mock_forget();
@@ -35,7 +35,7 @@ SELECT count(*) = (SELECT count(*) FROM state, jsonb_array_elements(s->'notes') 
 FROM ghl.contacts c JOIN ghl.notes n ON c.id = n.contact_id WHERE c.email LIKE 'a%';
 SELECT method, regexp_replace(path, '/contacts/[A-Za-z0-9]{20}/', '/contacts/{contact}/') AS path,
        count(*) AS requests
-FROM test.unfaulted_requests() GROUP BY 1, 2 ORDER BY 2;
+FROM test.requests() GROUP BY 1, 2 ORDER BY 2;
 
 -- appointments of a few contacts; and a task's contact fetched by id
 SELECT test.mock_forget();
@@ -65,7 +65,7 @@ SELECT count(*) = (SELECT count(*) FROM state, jsonb_array_elements(s->'appointm
 FROM ghl.appointments
 WHERE start_time >= '2024-01-01 00:00:00+00' AND start_time < '2025-01-01 00:00:00+00';
 SELECT method, path, query - 'calendarId' AS query, version, count(*) AS requests
-FROM test.unfaulted_requests() GROUP BY 1, 2, 3, 4 ORDER BY 2;
+FROM test.requests() GROUP BY 1, 2, 3, 4 ORDER BY 2;
 SELECT count(*) AS calendars FROM state, jsonb_array_elements(s->'calendars');
 
 -- missing conditions are errors with a hint, and make no request
@@ -74,7 +74,7 @@ SELECT * FROM ghl.notes;
 SELECT * FROM ghl.notes WHERE body LIKE '%call%';
 SELECT * FROM ghl.appointments;
 SELECT * FROM ghl.appointments WHERE start_time >= '2024-01-01';
-SELECT count(*) AS requests FROM test.unfaulted_requests();
+SELECT count(*) AS requests FROM test.requests();
 
 -- a table that allows the fan-out asks every contact, and EXPLAIN says what
 -- that costs; a join still asks only the joined contacts
@@ -86,7 +86,7 @@ SELECT count(*) = (SELECT count(*) FROM state, jsonb_array_elements(s->'notes'))
 FROM ghl.notes;
 SELECT method, regexp_replace(path, '/contacts/[A-Za-z0-9]{20}/', '/contacts/{contact}/') AS path,
        count(*) AS requests
-FROM test.unfaulted_requests() GROUP BY 1, 2 ORDER BY 2;
+FROM test.requests() GROUP BY 1, 2 ORDER BY 2;
 EXPLAIN (COSTS OFF)
 SELECT n.body FROM ghl.contacts c JOIN ghl.notes n ON n.contact_id = c.id WHERE c.email LIKE 'a%';
 ALTER FOREIGN TABLE ghl.notes OPTIONS (DROP fan_out);
@@ -99,7 +99,7 @@ SELECT count(*) = (SELECT count(*) FROM state, jsonb_array_elements(s->'appointm
 FROM ghl.appointments;
 SELECT method, regexp_replace(path, '/contacts/[A-Za-z0-9]{20}/', '/contacts/{contact}/') AS path,
        body->'pageLimit' AS page_limit, count(*) AS requests
-FROM test.unfaulted_requests() GROUP BY 1, 2, 3 ORDER BY 2;
+FROM test.requests() GROUP BY 1, 2, 3 ORDER BY 2;
 ALTER FOREIGN TABLE ghl.appointments OPTIONS (DROP fan_out);
 ALTER SERVER ghl OPTIONS (DROP page_size);
 ALTER FOREIGN TABLE ghl.notes OPTIONS (ADD fan_out 'maybe');
@@ -125,5 +125,5 @@ SELECT test.mock_reset(100000, 42);
 SELECT test.mock_forget();
 EXPLAIN (VERBOSE, COSTS OFF) SELECT id, email FROM ghl.contacts LIMIT 5;
 SELECT count(*) FROM (SELECT id, email FROM ghl.contacts LIMIT 5) s;
-SELECT method, path, body FROM test.unfaulted_requests();
+SELECT method, path, body FROM test.requests();
 SELECT test.mock_reset(100, 42);

@@ -43,16 +43,13 @@ LANGUAGE sql AS $$
     ORDER BY 1
 $$;
 
--- the attempts the mock saw, with the fault it acted out on each; the
--- mock logs a request when it has answered, so a "delay" request of an
--- earlier suite may still show up, and those are left out
+-- the attempts the mock saw, with the fault it acted out on each
 CREATE FUNCTION test.attempts()
 RETURNS TABLE (seq int, method text, path text, status int, fault text)
 LANGUAGE sql AS $$
     SELECT (r->>'seq')::int, r->>'method', r->>'path', (r->>'status')::int,
            r->>'fault'
     FROM test.mock('GET', '/_mock/requests?format=jsonl') AS r
-    WHERE r->>'fault' IS DISTINCT FROM 'delay'
     ORDER BY 1
 $$;
 
@@ -100,20 +97,6 @@ RESET client_min_messages;
 \d ghl.tasks
 \d ghl.notes
 \d ghl.appointments
-
--- test.requests() without requests that carried an injected fault: a
--- request an earlier suite delayed is logged only when it ends, possibly
--- during a later suite
-CREATE FUNCTION test.unfaulted_requests()
-RETURNS TABLE (seq int, method text, path text, query jsonb, body jsonb,
-               version text, status int)
-LANGUAGE sql AS $$
-    SELECT x.* FROM test.mock('GET', '/_mock/requests?format=jsonl') AS r,
-        jsonb_to_record(r) AS x(seq int, method text, path text, query jsonb,
-                                body jsonb, version text, status int)
-    WHERE r->>'fault' IS NULL
-    ORDER BY x.seq
-$$;
 
 -- run a statement that must fail; show its SQLSTATE, message and detail,
 -- with 20-character ids and the API's random traceIds masked

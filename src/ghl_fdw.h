@@ -292,7 +292,6 @@ typedef struct GhlResponse
 } GhlResponse;
 
 extern GhlConnection *ghl_get_connection(GhlOptions *options);
-extern GhlOptions *ghl_connection_options(GhlConnection *conn);
 extern void ghl_http_execute(GhlConnection *conn, const GhlRequest *request,
 							 GhlResponse *response, GhlRequestStats *stats);
 extern void ghl_report_http_error(GhlConnection *conn,

@@ -271,17 +271,6 @@ ghl_get_connection(GhlOptions *options)
 }
 
 /*
- * The options the connection was opened with: callers that only hold the
- * connection (auth.c, nested token requests) read them from here.  Do not
- * keep the pointer past the transaction: a reopen replaces it.
- */
-GhlOptions *
-ghl_connection_options(GhlConnection *conn)
-{
-	return conn->options;
-}
-
-/*
  * Collect the body into the connection's malloc'd buffer.  Returning less
  * than was offered makes curl abort with CURLE_WRITE_ERROR; the flags tell
  * the caller why, since no error may be raised here.
