@@ -15,7 +15,7 @@ OBJS = \
 	src/token_worker.o
 
 EXTENSION = ghl_fdw
-DATA = sql/ghl_fdw--1.0.sql
+DATA = sql/ghl_fdw--1.0.sql sql/ghl_fdw--1.1.sql sql/ghl_fdw--1.0--1.1.sql
 PGFILEDESC = "ghl_fdw - foreign data wrapper for the HighLevel Contacts API"
 
 REGRESS_OPTS = --outputdir=test/results

@@ -23,7 +23,7 @@
 #include "nodes/pg_list.h"
 #include "utils/relcache.h"
 
-#define GHL_FDW_VERSION			"1.0"
+#define GHL_FDW_VERSION			"1.1"
 #define GHL_DEFAULT_BASE_URL	"https://services.leadconnectorhq.com"
 #define GHL_DEFAULT_API_VERSION "2021-07-28"
 #define GHL_CALENDAR_API_VERSION "2021-04-15"

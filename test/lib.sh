@@ -2,7 +2,12 @@
 
 # Debian packages the build, the tests and the demo need.
 GHL_PACKAGES="make gcc pkg-config curl python3 postgresql-15 postgresql-client-15 \
-postgresql-server-dev-15 postgresql-15-cron libcurl4-openssl-dev libjson-c-dev"
+postgresql-server-dev-15 postgresql-15-cron libcurl4-openssl-dev libjson-c-dev \
+libssl-dev libmicrohttpd-dev libpq-dev python3-cryptography"
+
+# Debian's Python: its modules (python3-cryptography) come from apt
+PYTHON=/usr/bin/python3
+export PYTHON
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -43,7 +48,7 @@ start_mock() {
     local portfile
     portfile=$(mktemp)
     rm -f "$portfile"
-    python3 test/mock_ghl.py --port 0 --port-file "$portfile" "$@" >/dev/null &
+    "$PYTHON" test/mock_ghl.py --port 0 --port-file "$portfile" "$@" >/dev/null &
     MOCK_PID=$!
     local i
     for i in $(seq 1 300); do

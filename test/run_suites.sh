@@ -27,8 +27,17 @@ rm -rf test/results
 mkdir -p test/results
 pgbin=/usr/lib/postgresql/15/bin
 regress_out=test/results/pg_regress.out
+# arguments name pg_regress suites and Python modules (test_*); none: all
+suites=()
+modules=()
+for arg in "$@"; do
+    case "$arg" in
+        test_*) modules+=("${arg%.py}") ;;
+        *) suites+=("$arg") ;;
+    esac
+done
 if [ $# -gt 0 ]; then
-    suites=(setup "$@")
+    suites=(setup "${suites[@]}")
 else
     suites=(--schedule=test/schedule)
 fi
@@ -48,7 +57,7 @@ if grep -qE 'FAILED|not ok' "$regress_out" && [ -f test/results/regression.diffs
     head -c 20000 test/results/regression.diffs
 fi
 
-if [ $# -gt 0 ]; then
+if [ $# -gt 0 ] && [ ${#modules[@]} -eq 0 ]; then
     echo "$passed passed, $failed failed" > test/results/summary
     [ "$failed" -eq 0 ]
     exit
@@ -56,7 +65,7 @@ fi
 
 echo "== process tests"
 py_out=test/results/python.out
-python3 test/run_python_tests.py 2>&1 | tee "$py_out"
+"$PYTHON" test/run_python_tests.py "${modules[@]}" 2>&1 | tee "$py_out"
 count "$(sed -n 's/^python: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$py_out" | tail -1)" \
       "$(sed -n 's/^python: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$py_out" | tail -1)"
 grep -q '^python: ' "$py_out" || count 0 1

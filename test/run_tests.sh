@@ -3,8 +3,9 @@
 # extension, start a throwaway cluster with pg_cron preloaded, and run the
 # suites against the bundled GHL mock.  The last line is "N passed, N failed".
 #
-# Arguments, if any, name the pg_regress suites to run (setup is implied) and
-# skip the Python tests; "test/run_tests.sh contacts_scan" runs just that.
+# Arguments, if any, name the pg_regress suites (setup is implied) and the
+# Python test modules (test_*) to run instead of all of them:
+# "test/run_tests.sh contacts_scan test_upgrade" runs just those two.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)

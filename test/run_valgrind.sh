@@ -37,7 +37,7 @@ as_server() {
 }
 [ "$(id -u)" -eq 0 ] && chown postgres: "$work"
 as_server "$pgbin/initdb" -D "$work/data" -A trust -U postgres >/dev/null
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
 # Each process (the postmaster's forks included) logs to its own file;
 # programs the server starts (curl, sh in the suites' helpers) are not
@@ -70,7 +70,7 @@ stop_server
 trap - EXIT
 
 # an error record is the lines of one process log between blank ones
-python3 - "$work" <<'PY' | tee test/results/valgrind.out
+"$PYTHON" - "$work" <<'PY' | tee test/results/valgrind.out
 import glob, re, sys
 ours = other = 0
 for path in sorted(glob.glob(sys.argv[1] + "/vg.*.log")):
