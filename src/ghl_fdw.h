@@ -329,7 +329,10 @@ typedef enum GhlCounter
 } GhlCounter;
 
 extern void ghl_ratelimit_init(void);
+extern long ghl_governor_try_acquire(const GhlOptions *options);
 extern void ghl_governor_acquire(const GhlOptions *options);
+extern void ghl_governor_count_wait(const GhlOptions *options, long wait_ms,
+									bool first);
 extern void ghl_governor_observe(const GhlOptions *options,
 								 const GhlRateLimit *rate,
 								 long status, long wait_ms);

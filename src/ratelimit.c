@@ -280,67 +280,48 @@ ghl_daily_known(const GhlLocationState *loc, TimestampTz now)
 }
 
 /*
- * Wait until the location's budget allows one more request, and count it
- * as sent.  Refuses, without sending, once the daily budget is down to the
- * server's daily_budget_floor.  The wait is on the latch, so cancel and
- * statement_timeout end it.
+ * Ask for one request of the location's budget without waiting: returns 0
+ * when it may be sent now (it is then counted as sent), else how many
+ * milliseconds to wait before asking again.  Refuses, without sending,
+ * once the daily budget is down to the server's daily_budget_floor.  The
+ * transport that runs requests side by side keeps its transfers moving
+ * while it waits; ghl_governor_acquire() just sleeps.
  */
-void
-ghl_governor_acquire(const GhlOptions *options)
+long
+ghl_governor_try_acquire(const GhlOptions *options)
 {
-	long		waited_ms = 0;
+	GhlLocationState *loc;
+	TimestampTz now = GetCurrentTimestamp();
+	long		wait_ms = 0;
 	int64		daily_left = -1;
 
-	for (;;)
+	ghl_lock_tables(LW_EXCLUSIVE);
+	loc = ghl_location(options->location_id);
+	if (loc == NULL)
 	{
-		GhlLocationState *loc;
-		TimestampTz now = GetCurrentTimestamp();
-		long		wait_ms = 0;
-
-		CHECK_FOR_INTERRUPTS();
-		ghl_lock_tables(LW_EXCLUSIVE);
-		loc = ghl_location(options->location_id);
-		if (loc == NULL)
-		{
-			ghl_unlock_tables();
-			break;
-		}
-		if (options->daily_budget_floor > 0 && ghl_daily_known(loc, now) &&
-			loc->daily_remaining <= options->daily_budget_floor)
-		{
-			daily_left = loc->daily_remaining;
-			ghl_unlock_tables();
-			break;
-		}
-		if (loc->blocked_until > now)
-			wait_ms = TimestampDifferenceMilliseconds(now, loc->blocked_until);
-		else if (loc->limit > 0 && loc->interval_ms > 0)
-		{
-			ghl_expire_sent(loc, now);
-			if (loc->nsent >= Min(loc->limit, GHL_RATE_SLOTS))
-				wait_ms = TimestampDifferenceMilliseconds(now,
-														  TimestampTzPlusMilliseconds(loc->sent[loc->head],
-																					  ghl_window_ms(loc)));
-		}
-		if (wait_ms <= 0)
-		{
-			ghl_record_sent(loc, now);
-			if (ghl_daily_known(loc, now) && loc->daily_remaining > 0)
-				loc->daily_remaining--;
-			ghl_unlock_tables();
-			break;
-		}
 		ghl_unlock_tables();
-
-		/* a little jitter, so that waiting backends do not wake together */
-		wait_ms += (long) pg_prng_uint64_range(&pg_global_prng_state, 0,
-											   Min(50, wait_ms / 10 + 1));
-		if (waited_ms == 0)
-			ghl_count(options, GHL_COUNT_THROTTLE_WAITS, 1);
-		ghl_count(options, GHL_COUNT_THROTTLE_MS, wait_ms);
-		waited_ms += wait_ms;
-		ghl_sleep_ms(wait_ms);
+		return 0;
 	}
+	if (options->daily_budget_floor > 0 && ghl_daily_known(loc, now) &&
+		loc->daily_remaining <= options->daily_budget_floor)
+		daily_left = loc->daily_remaining;
+	else if (loc->blocked_until > now)
+		wait_ms = TimestampDifferenceMilliseconds(now, loc->blocked_until);
+	else if (loc->limit > 0 && loc->interval_ms > 0)
+	{
+		ghl_expire_sent(loc, now);
+		if (loc->nsent >= Min(loc->limit, GHL_RATE_SLOTS))
+			wait_ms = TimestampDifferenceMilliseconds(now,
+													  TimestampTzPlusMilliseconds(loc->sent[loc->head],
+																				  ghl_window_ms(loc)));
+	}
+	if (daily_left < 0 && wait_ms <= 0)
+	{
+		ghl_record_sent(loc, now);
+		if (ghl_daily_known(loc, now) && loc->daily_remaining > 0)
+			loc->daily_remaining--;
+	}
+	ghl_unlock_tables();
 
 	if (daily_left >= 0)
 	{
@@ -353,6 +334,48 @@ ghl_governor_acquire(const GhlOptions *options)
 						   options->daily_budget_floor),
 				 errhint("Wait for the daily budget to reset, or lower daily_budget_floor.")));
 	}
+	if (wait_ms <= 0)
+		return 0;
+
+	/* a little jitter, so that waiting backends do not wake together */
+	return wait_ms + (long) pg_prng_uint64_range(&pg_global_prng_state, 0,
+												 Min(50, wait_ms / 10 + 1));
+}
+
+/*
+ * Wait until the location's budget allows one more request, and count it
+ * as sent.  The wait is on the latch, so cancel and statement_timeout end
+ * it.
+ */
+void
+ghl_governor_acquire(const GhlOptions *options)
+{
+	bool		waited = false;
+
+	for (;;)
+	{
+		long		wait_ms;
+
+		CHECK_FOR_INTERRUPTS();
+		wait_ms = ghl_governor_try_acquire(options);
+		if (wait_ms <= 0)
+			break;
+		ghl_governor_count_wait(options, wait_ms, !waited);
+		waited = true;
+		ghl_sleep_ms(wait_ms);
+	}
+}
+
+/*
+ * Count a wait the governor imposed: one throttled request (first is true
+ * for its first wait) and the milliseconds it waits.
+ */
+void
+ghl_governor_count_wait(const GhlOptions *options, long wait_ms, bool first)
+{
+	if (first)
+		ghl_count(options, GHL_COUNT_THROTTLE_WAITS, 1);
+	ghl_count(options, GHL_COUNT_THROTTLE_MS, wait_ms);
 }
 
 /*
