@@ -146,6 +146,7 @@ token_request(GhlConnection *conn, GhlOptions *options, GhlRequest *request,
 
 	request->method = "POST";
 	request->body = body->data;
+	request->token_request = true;
 	request->content_type = "application/x-www-form-urlencoded";
 
 	PG_TRY();

@@ -282,6 +282,7 @@ typedef struct GhlRequest
 	const char *content_type;	/* NULL: application/json */
 	bool		authenticated;	/* send the Bearer token */
 	bool		idempotent;		/* safe to retry even if it reached the API */
+	bool		token_request;	/* to a token endpoint: the answer is secret */
 } GhlRequest;
 
 typedef struct GhlResponse
