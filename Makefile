@@ -5,6 +5,7 @@ OBJS = \
 	src/auth.o \
 	src/ghl_fdw.o \
 	src/http.o \
+	src/http_multi.o \
 	src/json.o \
 	src/modify.o \
 	src/option.o \

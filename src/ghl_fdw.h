@@ -35,6 +35,10 @@
 /* the API's error text is cut to this many bytes in errdetail */
 #define GHL_ERRDETAIL_MAX		400
 
+/* requests one scan runs side by side: server option max_concurrency */
+#define GHL_DEFAULT_CONCURRENCY	8
+#define GHL_MAX_CONCURRENCY		32
+
 /*
  * in option.c
  */
@@ -293,12 +297,62 @@ typedef struct GhlResponse
 } GhlResponse;
 
 extern GhlConnection *ghl_get_connection(GhlOptions *options);
-extern void ghl_http_execute(GhlConnection *conn, const GhlRequest *request,
-							 GhlResponse *response, GhlRequestStats *stats);
 extern void ghl_report_http_error(GhlConnection *conn,
 								  const GhlRequest *request,
 								  const GhlResponse *response) pg_attribute_noreturn();
 extern char *ghl_url_escape(const char *value);
+
+/*
+ * One attempt of a request, on an easy handle pooled by the connection:
+ * built, collected and judged by http.c, scheduled by http_multi.c (the
+ * only user of what follows).
+ */
+typedef struct GhlAttempt GhlAttempt;
+
+/* Where a request stands in its retries; zeroed before its first attempt. */
+typedef struct GhlRetryState
+{
+	int			retries;		/* retries spent, of max_retries */
+	bool		auth_retried;	/* the one retry after a 401 is spent */
+} GhlRetryState;
+
+extern GhlOptions *ghl_connection_options(GhlConnection *conn);
+extern void ghl_connection_wait(GhlConnection *conn, long timeout_ms);
+extern GhlAttempt *ghl_attempt_start(GhlConnection *conn,
+									 const GhlRequest *request,
+									 GhlRequestStats *stats);
+extern uint64 ghl_attempt_finished(const GhlAttempt *attempt);
+extern bool ghl_attempt_retry(GhlConnection *conn, GhlAttempt *attempt,
+							  const GhlRequest *request, GhlRetryState *state,
+							  GhlRequestStats *stats, long *delay_ms);
+extern void ghl_attempt_response(GhlConnection *conn, GhlAttempt *attempt,
+								 const GhlRequest *request,
+								 GhlResponse *response);
+extern void ghl_attempt_release(GhlConnection *conn, GhlAttempt *attempt);
+extern void ghl_request_context(void *arg);
+
+/*
+ * in http_multi.c
+ */
+
+/*
+ * A set of requests run side by side on one connection, at most
+ * max_concurrency at a time, paced by the governor and retried like any
+ * request.  It lives in the memory context current at ghl_multi_start and
+ * is finished (its transfers aborted) when that context is reset or
+ * deleted, on error too; stats, if given, must live as long.
+ */
+typedef struct GhlMulti GhlMulti;
+
+extern GhlMulti *ghl_multi_start(GhlConnection *conn, int max_concurrency,
+								 GhlRequestStats *stats);
+extern void ghl_multi_add(GhlMulti *multi, const GhlRequest *request,
+						  void *tag);
+extern bool ghl_multi_next(GhlMulti *multi, GhlResponse *response,
+						   void **tag);
+extern void ghl_multi_finish(GhlMulti *multi);
+extern void ghl_http_execute(GhlConnection *conn, const GhlRequest *request,
+							 GhlResponse *response, GhlRequestStats *stats);
 
 /*
  * in ratelimit.c
@@ -331,14 +385,12 @@ typedef enum GhlCounter
 
 extern void ghl_ratelimit_init(void);
 extern long ghl_governor_try_acquire(const GhlOptions *options);
-extern void ghl_governor_acquire(const GhlOptions *options);
 extern void ghl_governor_count_wait(const GhlOptions *options, long wait_ms,
 									bool first);
 extern void ghl_governor_observe(const GhlOptions *options,
 								 const GhlRateLimit *rate,
 								 long status, long wait_ms);
 extern void ghl_count(const GhlOptions *options, GhlCounter which, int64 n);
-extern void ghl_sleep_ms(long ms);
 
 /*
  * in auth.c

@@ -1,16 +1,22 @@
 /*-------------------------------------------------------------------------
  *
  * http.c
- *		  HTTP transport to the GHL API.
+ *		  HTTP transport to the GHL API: connections, and one attempt of a
+ *		  request from its first header to the verdict on its outcome.
  *
- * One libcurl easy handle per user mapping is cached for the life of the
- * backend, so successive pages and queries reuse a kept-alive connection.
- * Transfers are interruptible (cancel and statement_timeout abort them
- * within about a second), paced by the rate-limit governor of ratelimit.c,
- * retried with backoff when that is safe, and every failure ends in an
- * ereport with a real SQLSTATE.  Nothing raises an error inside a curl
- * callback: callbacks only set flags, and the errors are raised once
- * curl_easy_perform has returned.
+ * One connection per user mapping is cached for the life of the backend:
+ * a libcurl multi handle, whose connection cache keeps sockets alive
+ * across pages, queries and transfers that run side by side, and a pool
+ * of easy handles that attempts reuse.  An attempt is one try of a
+ * request on a pooled handle: it is built here (token, headers, timeouts),
+ * its response headers and body are collected here, and here it is
+ * judged: what it counts, whether the request is retried and after how
+ * long, and which error it ends in, with a real SQLSTATE.  When attempts
+ * run, how they are paced by the rate-limit governor and how the wait
+ * for them is interrupted is http_multi.c's concern.
+ *
+ * Nothing raises an error inside a curl callback: callbacks only collect
+ * data and set flags, and errors are raised once the transfer is over.
  *
  * IDENTIFICATION
  *		  src/http.c
@@ -25,34 +31,42 @@
 #include "common/pg_prng.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "storage/latch.h"
 #include "storage/proc.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
+#include "utils/wait_event.h"
 
 /* backoff between retries: base doubling per retry, capped */
 #define GHL_BACKOFF_BASE_MS		250
 #define GHL_BACKOFF_MAX_MS		10000
 /* longest wait a Retry-After or a rate window may impose on one retry */
 #define GHL_MAX_WAIT_MS			60000
-/* initial size of a connection's response buffer */
+/* initial size of an attempt's response buffer, and the most a pooled one keeps */
 #define GHL_INITIAL_BUFFER		(64 * 1024)
+#define GHL_KEPT_BUFFER			(1024 * 1024)
 
 /*
- * A cached connection: the hash entry itself, so pointers handed out stay
- * valid for the life of the backend (dynahash never moves entries).
+ * One easy handle of a connection's pool, with what an attempt on it
+ * collects.  Allocated once and never moved, so curl may keep pointers to
+ * its buffers; reused by attempt after attempt, so are its buffer and the
+ * kept-alive connection curl last used for it.
  */
-struct GhlConnection
+struct GhlAttempt
 {
-	Oid			umid;			/* hash key: user mapping OID */
-	CURL	   *curl;			/* NULL until (re)opened */
-	MemoryContext cxt;			/* holds options */
-	GhlOptions *options;		/* copy taken when the handle was opened */
-	bool		invalidated;	/* server or mapping changed: rebuild */
-	uint32		server_hashvalue;
-	uint32		mapping_hashvalue;
+	CURL	   *easy;
+	GhlAttempt *next_idle;		/* in the connection's pool */
+	struct curl_slist *headers; /* of the attempt, NULL between attempts */
+	bool		running;		/* added to the connection's multi handle */
+	uint64		finished;		/* completion order, 0 until finished */
+	uint32		auth_epoch;		/* the connection's when the token was taken */
+	bool		secret;			/* the answer holds a token: wipe it */
+	CURLcode	rc;				/* how the transfer ended */
+	long		status;			/* its HTTP status, 0 without a response */
+	curl_off_t	connect_time;	/* 0 if it never connected */
 
 	/* response body, malloc'd: curl callbacks must not palloc */
 	char	   *buf;
@@ -61,10 +75,31 @@ struct GhlConnection
 	bool		overflow;		/* body exceeded ghl_max_response_bytes */
 	bool		oom;			/* realloc failed */
 
-	char		content_type[128];	/* of the last response, "" if none */
-	int64		retry_after;	/* its Retry-After in seconds, or -1 */
-	GhlRateLimit rate;			/* its X-RateLimit-* headers */
+	char		content_type[128];	/* "" if none */
+	int64		retry_after;	/* Retry-After in seconds, or -1 */
+	GhlRateLimit rate;			/* X-RateLimit-* headers */
 	char		errbuf[CURL_ERROR_SIZE];
+};
+
+/*
+ * A cached connection: the hash entry itself, so pointers handed out stay
+ * valid for the life of the backend (dynahash never moves entries).
+ */
+struct GhlConnection
+{
+	Oid			umid;			/* hash key: user mapping OID */
+	CURLM	   *multi;			/* NULL until (re)opened */
+	MemoryContext cxt;			/* holds options */
+	GhlOptions *options;		/* copy taken when the handle was opened */
+	bool		invalidated;	/* server or mapping changed: rebuild */
+	uint32		server_hashvalue;
+	uint32		mapping_hashvalue;
+
+	GhlAttempt *idle;			/* pooled handles not in use */
+	int			nbusy;			/* attempts taken and not yet released */
+	int			nrunning;		/* of those, transfers in the multi handle */
+	uint64		nfinished;		/* transfers finished so far */
+	uint32		auth_epoch;		/* bumped whenever a rejected token is dropped */
 };
 
 /* the numeric response headers, and where each is kept */
@@ -74,16 +109,16 @@ static const struct
 	size_t		offset;
 }			numeric_headers[] =
 {
-	{"Retry-After", offsetof(GhlConnection, retry_after)},
-	{"X-RateLimit-Max", offsetof(GhlConnection, rate.max)},
-	{"X-RateLimit-Remaining", offsetof(GhlConnection, rate.remaining)},
-	{"X-RateLimit-Interval-Milliseconds", offsetof(GhlConnection, rate.interval_ms)},
-	{"X-RateLimit-Limit-Daily", offsetof(GhlConnection, rate.daily_limit)},
-	{"X-RateLimit-Daily-Remaining", offsetof(GhlConnection, rate.daily_remaining)},
+	{"Retry-After", offsetof(GhlAttempt, retry_after)},
+	{"X-RateLimit-Max", offsetof(GhlAttempt, rate.max)},
+	{"X-RateLimit-Remaining", offsetof(GhlAttempt, rate.remaining)},
+	{"X-RateLimit-Interval-Milliseconds", offsetof(GhlAttempt, rate.interval_ms)},
+	{"X-RateLimit-Limit-Daily", offsetof(GhlAttempt, rate.daily_limit)},
+	{"X-RateLimit-Daily-Remaining", offsetof(GhlAttempt, rate.daily_remaining)},
 };
 
-#define GHL_HEADER_FIELD(conn, i) \
-	((int64 *) ((char *) (conn) + numeric_headers[i].offset))
+#define GHL_HEADER_FIELD(attempt, i) \
+	((int64 *) ((char *) (attempt) + numeric_headers[i].offset))
 
 static HTAB *ConnectionHash = NULL;
 static bool curl_initialized = false;
@@ -94,13 +129,13 @@ static bool curl_initialized = false;
  * the current one's.
  */
 static void
-ghl_forget_headers(GhlConnection *conn)
+ghl_forget_headers(GhlAttempt *attempt)
 {
 	int			i;
 
-	conn->content_type[0] = '\0';
+	attempt->content_type[0] = '\0';
 	for (i = 0; i < lengthof(numeric_headers); i++)
-		*GHL_HEADER_FIELD(conn, i) = -1;
+		*GHL_HEADER_FIELD(attempt, i) = -1;
 }
 
 /*
@@ -169,8 +204,10 @@ ghl_copy_options(const GhlOptions *src)
 
 /*
  * Build the long-lived state of a connection.  Everything that can fail
- * with an ereport comes before curl_easy_init, so a failure leaves nothing
- * that ghl_close_connection cannot release.
+ * with an ereport comes before curl_multi_init, so a failure leaves nothing
+ * that ghl_close_connection cannot release.  The connection cache is as
+ * large as the most transfers that may run at once, so that sockets opened
+ * by a concurrent batch stay open for the next one.
  */
 static void
 ghl_open_connection(GhlConnection *conn, GhlOptions *options)
@@ -191,29 +228,40 @@ ghl_open_connection(GhlConnection *conn, GhlOptions *options)
 		GetSysCacheHashValue1(USERMAPPINGOID,
 							  ObjectIdGetDatum(options->umid));
 	conn->invalidated = false;
-	ghl_forget_headers(conn);
-	conn->errbuf[0] = '\0';
 
-	conn->curl = curl_easy_init();
-	if (conn->curl == NULL)
+	conn->multi = curl_multi_init();
+	if (conn->multi == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_OUT_OF_MEMORY),
 				 errmsg("could not create a libcurl handle for GHL server \"%s\"",
 						options->server_name)));
+	curl_multi_setopt(conn->multi, CURLMOPT_MAXCONNECTS,
+					  (long) GHL_MAX_CONCURRENCY);
 }
 
 /*
- * Release the handle (closing its kept-alive sockets) and the options.  The
- * old options may still be referenced by a running scan, so inside a
- * transaction they are handed to it to be freed at its end.
+ * Release the handles (closing their kept-alive sockets) and the options.
+ * Only called with no attempt in use.  The old options may still be
+ * referenced by a running scan, so inside a transaction they are handed to
+ * it to be freed at its end.
  */
 static void
 ghl_close_connection(GhlConnection *conn)
 {
-	if (conn->curl != NULL)
+	Assert(conn->nbusy == 0);
+	while (conn->idle != NULL)
 	{
-		curl_easy_cleanup(conn->curl);
-		conn->curl = NULL;
+		GhlAttempt *attempt = conn->idle;
+
+		conn->idle = attempt->next_idle;
+		curl_easy_cleanup(attempt->easy);
+		free(attempt->buf);
+		pfree(attempt);
+	}
+	if (conn->multi != NULL)
+	{
+		curl_multi_cleanup(conn->multi);
+		conn->multi = NULL;
 	}
 	if (conn->cxt != NULL)
 	{
@@ -229,7 +277,8 @@ ghl_close_connection(GhlConnection *conn)
 /*
  * Return the cached connection for this user mapping, opening it (or
  * reopening it after ALTER SERVER / ALTER USER MAPPING) as needed.  Keyed by
- * the mapping, like postgres_fdw, because the credentials live there.
+ * the mapping, like postgres_fdw, because the credentials live there.  A
+ * connection with transfers in flight is rebuilt only once they are over.
  */
 GhlConnection *
 ghl_get_connection(GhlOptions *options)
@@ -255,14 +304,13 @@ ghl_get_connection(GhlOptions *options)
 	conn = hash_search(ConnectionHash, &options->umid, HASH_ENTER, &found);
 	if (!found)
 	{
-		conn->curl = NULL;
-		conn->cxt = NULL;
-		conn->options = NULL;
-		conn->buf = NULL;
-		conn->len = conn->cap = 0;
+		Oid			umid = conn->umid;
+
+		MemSet(conn, 0, sizeof(GhlConnection));
+		conn->umid = umid;
 	}
 
-	if (conn->curl == NULL || conn->invalidated)
+	if (conn->multi == NULL || (conn->invalidated && conn->nbusy == 0))
 	{
 		ghl_close_connection(conn);
 		ghl_open_connection(conn, options);
@@ -270,41 +318,112 @@ ghl_get_connection(GhlOptions *options)
 	return conn;
 }
 
+/* The options the connection was opened with. */
+GhlOptions *
+ghl_connection_options(GhlConnection *conn)
+{
+	return conn->options;
+}
+
 /*
- * Collect the body into the connection's malloc'd buffer.  Returning less
+ * A handle of the pool for a new attempt, created when all are in use.
+ * The pool only grows to the most transfers that ran at once.
+ */
+static GhlAttempt *
+ghl_take_handle(GhlConnection *conn)
+{
+	GhlAttempt *attempt = conn->idle;
+
+	if (attempt != NULL)
+		conn->idle = attempt->next_idle;
+	else
+	{
+		attempt = MemoryContextAllocZero(TopMemoryContext, sizeof(GhlAttempt));
+		attempt->easy = curl_easy_init();
+		if (attempt->easy == NULL)
+		{
+			pfree(attempt);
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_OUT_OF_MEMORY),
+					 errmsg("could not create a libcurl handle for GHL server \"%s\"",
+							conn->options->server_name)));
+		}
+	}
+	attempt->next_idle = NULL;
+	conn->nbusy++;
+	return attempt;
+}
+
+/*
+ * Give an attempt's handle back to the pool, stopping its transfer if it
+ * still runs.  Never raises an error: it runs on error paths and from
+ * memory context reset callbacks.  A token endpoint's answer is wiped from
+ * the buffer, which outlives the attempt; a buffer grown large by one big
+ * page is freed, so a pool of many handles does not hold many big pages.
+ */
+void
+ghl_attempt_release(GhlConnection *conn, GhlAttempt *attempt)
+{
+	if (attempt->running)
+	{
+		curl_multi_remove_handle(conn->multi, attempt->easy);
+		attempt->running = false;
+		conn->nrunning--;
+	}
+	/* the handle must not keep pointers to what is freed here */
+	curl_easy_setopt(attempt->easy, CURLOPT_HTTPHEADER, NULL);
+	curl_slist_free_all(attempt->headers);
+	attempt->headers = NULL;
+	if (attempt->secret && attempt->buf != NULL)
+		explicit_bzero(attempt->buf, attempt->len);
+	if (attempt->cap > GHL_KEPT_BUFFER)
+	{
+		free(attempt->buf);
+		attempt->buf = NULL;
+		attempt->cap = 0;
+	}
+	attempt->secret = false;
+	attempt->len = 0;
+	attempt->next_idle = conn->idle;
+	conn->idle = attempt;
+	conn->nbusy--;
+}
+
+/*
+ * Collect the body into the attempt's malloc'd buffer.  Returning less
  * than was offered makes curl abort with CURLE_WRITE_ERROR; the flags tell
  * the caller why, since no error may be raised here.
  */
 static size_t
 ghl_write_callback(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
-	GhlConnection *conn = (GhlConnection *) userdata;
+	GhlAttempt *attempt = (GhlAttempt *) userdata;
 	size_t		n = size * nmemb;
 
 	if (ghl_max_response_bytes > 0 &&
-		conn->len + n > (size_t) ghl_max_response_bytes)
+		attempt->len + n > (size_t) ghl_max_response_bytes)
 	{
-		conn->overflow = true;
+		attempt->overflow = true;
 		return 0;
 	}
-	if (conn->len + n + 1 > conn->cap)
+	if (attempt->len + n + 1 > attempt->cap)
 	{
-		size_t		newcap = Max(conn->cap, GHL_INITIAL_BUFFER);
+		size_t		newcap = Max(attempt->cap, GHL_INITIAL_BUFFER);
 		char	   *newbuf;
 
-		while (newcap < conn->len + n + 1)
+		while (newcap < attempt->len + n + 1)
 			newcap *= 2;
-		newbuf = realloc(conn->buf, newcap);
+		newbuf = realloc(attempt->buf, newcap);
 		if (newbuf == NULL)
 		{
-			conn->oom = true;
+			attempt->oom = true;
 			return 0;
 		}
-		conn->buf = newbuf;
-		conn->cap = newcap;
+		attempt->buf = newbuf;
+		attempt->cap = newcap;
 	}
-	memcpy(conn->buf + conn->len, ptr, n);
-	conn->len += n;
+	memcpy(attempt->buf + attempt->len, ptr, n);
+	attempt->len += n;
 	return n;
 }
 
@@ -316,7 +435,7 @@ ghl_write_callback(char *ptr, size_t size, size_t nmemb, void *userdata)
 static size_t
 ghl_header_callback(char *ptr, size_t size, size_t nitems, void *userdata)
 {
-	GhlConnection *conn = (GhlConnection *) userdata;
+	GhlAttempt *attempt = (GhlAttempt *) userdata;
 	size_t		n = size * nitems;
 	const char *colon = memchr(ptr, ':', n);
 	size_t		namelen;
@@ -329,7 +448,7 @@ ghl_header_callback(char *ptr, size_t size, size_t nitems, void *userdata)
 
 	if (n >= 5 && strncmp(ptr, "HTTP/", 5) == 0)
 	{
-		ghl_forget_headers(conn);
+		ghl_forget_headers(attempt);
 		return n;
 	}
 	if (colon == NULL)
@@ -349,9 +468,9 @@ ghl_header_callback(char *ptr, size_t size, size_t nitems, void *userdata)
 	if (namelen == strlen("Content-Type") &&
 		pg_strncasecmp(ptr, "Content-Type", namelen) == 0)
 	{
-		valuelen = Min(valuelen, sizeof(conn->content_type) - 1);
-		memcpy(conn->content_type, value, valuelen);
-		conn->content_type[valuelen] = '\0';
+		valuelen = Min(valuelen, sizeof(attempt->content_type) - 1);
+		memcpy(attempt->content_type, value, valuelen);
+		attempt->content_type[valuelen] = '\0';
 		return n;
 	}
 
@@ -367,30 +486,18 @@ ghl_header_callback(char *ptr, size_t size, size_t nitems, void *userdata)
 		errno = 0;
 		parsed = strtoll(number, &end, 10);
 		if (errno == 0 && *end == '\0' && parsed >= 0)
-			*GHL_HEADER_FIELD(conn, i) = parsed;
+			*GHL_HEADER_FIELD(attempt, i) = parsed;
 		break;
 	}
 	return n;
 }
 
 /*
- * Called by libcurl at least once a second during a transfer: abort it when
- * the backend has a cancel or termination pending.  Only a flag; the
- * interrupt itself is processed after curl_easy_perform returns.
- */
-static int
-ghl_progress_callback(void *clientp, curl_off_t dltotal, curl_off_t dlnow,
-					  curl_off_t ultotal, curl_off_t ulnow)
-{
-	return (QueryCancelPending || ProcDiePending) ? 1 : 0;
-}
-
-/*
  * Name the request in every error raised while it runs: method and path,
  * without the query string (it may carry search terms) and without the
- * base URL (it may carry credentials).
+ * base URL (it may carry credentials).  arg is the GhlRequest.
  */
-static void
+void
 ghl_request_context(void *arg)
 {
 	const GhlRequest *request = (const GhlRequest *) arg;
@@ -435,20 +542,114 @@ ghl_add_header(struct curl_slist *list, const char *name, const char *value)
 }
 
 /*
- * Run one attempt of a request.  The bearer token is fetched first, because
- * auth.c may run a token request of its own on this same connection; only
- * then is the handle reset and configured.  The header list is freed even
- * when building it fails half-way.
+ * The request headers of an attempt, built into attempt->headers, so that
+ * a list left half-built by an error is still freed with the attempt.
  */
-static CURLcode
-ghl_perform(GhlConnection *conn, const GhlRequest *request)
+static void
+ghl_set_headers(GhlAttempt *attempt, const GhlRequest *request,
+				const char *token, bool has_body)
 {
-	GhlOptions *options;
+	attempt->headers = ghl_add_header(attempt->headers, "Accept",
+									  "application/json");
+	if (token != NULL)
+	{
+		char	   *bearer = psprintf("Bearer %s", token);
+
+		attempt->headers = ghl_add_header(attempt->headers, "Authorization",
+										  bearer);
+		explicit_bzero(bearer, strlen(bearer));
+		pfree(bearer);
+	}
+	if (request->api_version != NULL)
+		attempt->headers = ghl_add_header(attempt->headers, "Version",
+										  request->api_version);
+	if (has_body)
+	{
+		attempt->headers = ghl_add_header(attempt->headers, "Content-Type",
+										  request->content_type ? request->content_type
+										  : "application/json");
+		/* no "Expect: 100-continue" round trip for larger bodies */
+		attempt->headers = ghl_add_header(attempt->headers, "Expect", "");
+	}
+}
+
+/*
+ * Point a pooled handle at the request, from a clean slate: nothing of
+ * the previous attempt on it (body, method, headers) may carry over.
+ */
+static void
+ghl_configure_handle(GhlAttempt *attempt, const GhlRequest *request,
+					 const GhlOptions *options, const char *url,
+					 const char *body)
+{
+	CURL	   *curl = attempt->easy;
+
+	curl_easy_reset(curl);
+	curl_easy_setopt(curl, CURLOPT_PRIVATE, (char *) attempt);
+	curl_easy_setopt(curl, CURLOPT_URL, url);
+	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, attempt->headers);
+	curl_easy_setopt(curl, CURLOPT_USERAGENT, "ghl_fdw/" GHL_FDW_VERSION);
+	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, attempt->errbuf);
+	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, ghl_write_callback);
+	curl_easy_setopt(curl, CURLOPT_WRITEDATA, attempt);
+	curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, ghl_header_callback);
+	curl_easy_setopt(curl, CURLOPT_HEADERDATA, attempt);
+	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(curl, CURLOPT_ACCEPT_ENCODING, "");
+	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
+					 (long) options->connect_timeout_ms);
+	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long) options->timeout_ms);
+	curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
+#if LIBCURL_VERSION_NUM >= 0x075500
+	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+	curl_easy_setopt(curl, CURLOPT_PROTOCOLS,
+					 (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+	if (ghl_max_response_bytes > 0)
+		curl_easy_setopt(curl, CURLOPT_MAXFILESIZE_LARGE,
+						 (curl_off_t) ghl_max_response_bytes);
+	if (body != NULL)
+	{
+		curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE,
+						 (curl_off_t) strlen(body));
+	}
+	if (strcmp(request->method, "GET") == 0)
+		curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
+	else
+		curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, request->method);
+
+	attempt->len = 0;
+	attempt->overflow = false;
+	attempt->oom = false;
+	attempt->finished = 0;
+	attempt->rc = CURLE_OK;
+	attempt->status = 0;
+	attempt->connect_time = 0;
+	ghl_forget_headers(attempt);
+	attempt->errbuf[0] = '\0';
+}
+
+/*
+ * Start one attempt of a request: it is sent as the connection's transfers
+ * are driven (ghl_connection_wait).  The bearer token is fetched first,
+ * because getting one may take a while (a refresh), and the rest cannot
+ * fail half-way without the handle going back to the pool.  The request
+ * (and its body) must outlive the attempt.  Counted as a request as soon
+ * as it is on its way.
+ */
+GhlAttempt *
+ghl_attempt_start(GhlConnection *conn, const GhlRequest *request,
+				  GhlRequestStats *stats)
+{
 	const char *token = NULL;
 	const char *body = request->body;
-	struct curl_slist *volatile headers = NULL;
+	GhlAttempt *attempt;
+	GhlOptions *options;
 	char	   *url;
-	CURLcode	rc = CURLE_OK;
+	uint32		auth_epoch = conn->auth_epoch;
 
 	if (request->authenticated)
 		token = ghl_auth_bearer(conn, conn->options);
@@ -463,86 +664,110 @@ ghl_perform(GhlConnection *conn, const GhlRequest *request)
 	url = request->url ? pstrdup(request->url)
 		: psprintf("%s%s", options->base_url, request->path);
 
+	attempt = ghl_take_handle(conn);
 	PG_TRY();
 	{
-		CURL	   *curl = conn->curl;
-
-		headers = ghl_add_header(headers, "Accept", "application/json");
-		if (token != NULL)
-		{
-			char	   *bearer = psprintf("Bearer %s", token);
-
-			headers = ghl_add_header(headers, "Authorization", bearer);
-			explicit_bzero(bearer, strlen(bearer));
-			pfree(bearer);
-		}
-		if (request->api_version != NULL)
-			headers = ghl_add_header(headers, "Version", request->api_version);
-		if (body != NULL)
-		{
-			headers = ghl_add_header(headers, "Content-Type",
-									 request->content_type ? request->content_type
-									 : "application/json");
-			/* no "Expect: 100-continue" round trip for larger bodies */
-			headers = ghl_add_header(headers, "Expect", "");
-		}
-
-		curl_easy_reset(curl);
-		curl_easy_setopt(curl, CURLOPT_URL, url);
-		curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-		curl_easy_setopt(curl, CURLOPT_USERAGENT, "ghl_fdw/" GHL_FDW_VERSION);
-		curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, conn->errbuf);
-		curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, ghl_write_callback);
-		curl_easy_setopt(curl, CURLOPT_WRITEDATA, conn);
-		curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, ghl_header_callback);
-		curl_easy_setopt(curl, CURLOPT_HEADERDATA, conn);
-		curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, ghl_progress_callback);
-		curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
-		curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-		curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
-		curl_easy_setopt(curl, CURLOPT_ACCEPT_ENCODING, "");
-		curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
-						 (long) options->connect_timeout_ms);
-		curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long) options->timeout_ms);
-		curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
-#if LIBCURL_VERSION_NUM >= 0x075500
-		curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-#else
-		curl_easy_setopt(curl, CURLOPT_PROTOCOLS,
-						 (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
-		if (ghl_max_response_bytes > 0)
-			curl_easy_setopt(curl, CURLOPT_MAXFILESIZE_LARGE,
-							 (curl_off_t) ghl_max_response_bytes);
-		if (body != NULL)
-		{
-			curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
-			curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE,
-							 (curl_off_t) strlen(body));
-		}
-		if (strcmp(request->method, "GET") == 0)
-			curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
-		else
-			curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, request->method);
-
-		conn->len = 0;
-		conn->overflow = false;
-		conn->oom = false;
-		ghl_forget_headers(conn);
-		conn->errbuf[0] = '\0';
-		rc = curl_easy_perform(curl);
+		ghl_set_headers(attempt, request, token, body != NULL);
+		ghl_configure_handle(attempt, request, options, url, body);
+		if (curl_multi_add_handle(conn->multi, attempt->easy) != CURLM_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_OUT_OF_MEMORY),
+					 errmsg("could not start a request to GHL server \"%s\"",
+							options->server_name)));
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
-		/* the handle must not keep pointers to what is freed here */
-		if (conn->curl != NULL)
-			curl_easy_setopt(conn->curl, CURLOPT_HTTPHEADER, NULL);
-		curl_slist_free_all(headers);
+		ghl_attempt_release(conn, attempt);
+		PG_RE_THROW();
 	}
 	PG_END_TRY();
-
 	pfree(url);
-	return rc;
+
+	attempt->running = true;
+	attempt->auth_epoch = auth_epoch;
+	attempt->secret = request->token_request;
+	conn->nrunning++;
+	ghl_count(options, GHL_COUNT_REQUESTS, 1);
+	if (stats != NULL)
+		stats->requests++;
+	return attempt;
+}
+
+/*
+ * Take the transfers curl reports finished out of the multi handle, which
+ * hands their connection back to its cache, and stamp them in the order
+ * they finished.  Any attempt of the connection may finish here, whichever
+ * batch waits: its owner finds it finished later.
+ */
+static void
+ghl_collect_finished(GhlConnection *conn)
+{
+	CURLMsg    *msg;
+	int			left;
+
+	while ((msg = curl_multi_info_read(conn->multi, &left)) != NULL)
+	{
+		CURL	   *easy = msg->easy_handle;
+		CURLcode	rc = msg->data.result;
+		char	   *owner = NULL;
+		GhlAttempt *attempt;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(easy, CURLINFO_PRIVATE, &owner);
+		attempt = (GhlAttempt *) owner;
+		attempt->rc = rc;
+		if (rc == CURLE_OK)
+			curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &attempt->status);
+		curl_easy_getinfo(easy, CURLINFO_CONNECT_TIME_T, &attempt->connect_time);
+		curl_multi_remove_handle(conn->multi, easy);
+		attempt->running = false;
+		conn->nrunning--;
+		attempt->finished = ++conn->nfinished;
+	}
+}
+
+/*
+ * Move the connection's transfers along: wait up to timeout_ms for one of
+ * their sockets (or curl's own timers), then let curl read and write what
+ * it can.  Without transfers it just waits on the latch.  Returns early on
+ * a signal, so a cancel or statement_timeout is seen at once; the caller
+ * checks for interrupts.
+ */
+void
+ghl_connection_wait(GhlConnection *conn, long timeout_ms)
+{
+	int			still_running;
+	CURLMcode	mrc = CURLM_OK;
+
+	if (conn->nrunning == 0)
+	{
+		if (timeout_ms > 0)
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 timeout_ms, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+		return;
+	}
+	if (timeout_ms > 0)
+		mrc = curl_multi_poll(conn->multi, NULL, 0, (int) timeout_ms, NULL);
+	if (mrc == CURLM_OK)
+		mrc = curl_multi_perform(conn->multi, &still_running);
+	if (mrc != CURLM_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_ERROR),
+				 errmsg("HTTP transfer to GHL server \"%s\" failed",
+						conn->options->server_name),
+				 errdetail("%s", curl_multi_strerror(mrc))));
+	ghl_collect_finished(conn);
+}
+
+/* Whether the attempt is over; then its rank in the order they finished. */
+uint64
+ghl_attempt_finished(const GhlAttempt *attempt)
+{
+	return attempt->finished;
 }
 
 /*
@@ -592,12 +817,12 @@ ghl_retryable(const GhlRequest *request, CURLcode rc, long status)
  * 0 when it said nothing.
  */
 static long
-ghl_server_wait(GhlConnection *conn, long status)
+ghl_server_wait(GhlAttempt *attempt, long status)
 {
-	if ((status == 429 || status == 503) && conn->retry_after > 0)
-		return (long) Min(conn->retry_after, GHL_MAX_WAIT_MS / 1000) * 1000;
-	if (status == 429 && conn->rate.interval_ms > 0)
-		return (long) Min(conn->rate.interval_ms, GHL_MAX_WAIT_MS);
+	if ((status == 429 || status == 503) && attempt->retry_after > 0)
+		return (long) Min(attempt->retry_after, GHL_MAX_WAIT_MS / 1000) * 1000;
+	if (status == 429 && attempt->rate.interval_ms > 0)
+		return (long) Min(attempt->rate.interval_ms, GHL_MAX_WAIT_MS);
 	return 0;
 }
 
@@ -642,6 +867,87 @@ ghl_outlives_statement(long ms)
 }
 
 /*
+ * After a 401: whether trying again can send a different token.  Requests
+ * that ran side by side with one token all come back 401; the first one
+ * drops the token, and the others just retry with whatever replaced it
+ * instead of rejecting the fresh token too.
+ */
+static bool
+ghl_token_replaceable(GhlConnection *conn, GhlAttempt *attempt)
+{
+	if (attempt->auth_epoch != conn->auth_epoch)
+		return true;
+	if (!ghl_auth_forget(conn->options))
+		return false;
+	conn->auth_epoch++;
+	return true;
+}
+
+/*
+ * Judge a finished attempt: count it, let the governor learn from its
+ * headers, and decide whether the request is tried again.  Returns true
+ * with *delay_ms, the wait before the next attempt (0 for a 401 with a
+ * token to replace), or false when this attempt is the request's outcome.
+ * The same rules for every request, alone or side by side: retries only
+ * of what is safe to repeat, at most max_retries of them (a 401 may add
+ * one), and none whose backoff would outlast statement_timeout.
+ */
+bool
+ghl_attempt_retry(GhlConnection *conn, GhlAttempt *attempt,
+				  const GhlRequest *request, GhlRetryState *state,
+				  GhlRequestStats *stats, long *delay_ms)
+{
+	GhlOptions *options = conn->options;
+	long		status = attempt->status;
+	long		server_wait = ghl_server_wait(attempt, status);
+	long		delay;
+
+	if (request->authenticated)
+		ghl_governor_observe(options, &attempt->rate, status, server_wait);
+	ghl_count(options, GHL_COUNT_BYTES, attempt->len);
+	if (status == 429)
+		ghl_count(options, GHL_COUNT_RATE_LIMITED, 1);
+	if (stats != NULL)
+	{
+		stats->bytes += attempt->len;
+		if (status == 429)
+			stats->rate_limited++;
+	}
+
+	/* a rejected token: forget it and try once more with a fresh one */
+	if (status == 401 && request->authenticated && !state->auth_retried &&
+		ghl_token_replaceable(conn, attempt))
+	{
+		state->auth_retried = true;
+		delay = 0;
+	}
+	else
+	{
+		if (!ghl_retryable(request, attempt->rc, status) ||
+			state->retries >= options->max_retries)
+			return false;
+		delay = ghl_retry_delay(server_wait, state->retries);
+		if (ghl_outlives_statement(delay))
+		{
+			elog(DEBUG1, "GHL server \"%s\": no retry, %ld ms of backoff would outlast statement_timeout",
+				 options->server_name, delay);
+			return false;
+		}
+		state->retries++;
+		elog(DEBUG1, "GHL server \"%s\": %s, retry %d of %d in %ld ms",
+			 options->server_name,
+			 attempt->rc == CURLE_OK ? psprintf("HTTP %ld", status) :
+			 curl_easy_strerror(attempt->rc),
+			 state->retries, options->max_retries, delay);
+	}
+	if (stats != NULL)
+		stats->retries++;
+	ghl_count(options, GHL_COUNT_RETRIES, 1);
+	*delay_ms = delay;
+	return true;
+}
+
+/*
  * Cut text from the network to GHL_ERRDETAIL_MAX bytes for an errdetail:
  * only whole, valid UTF-8 characters are kept, and in a non-UTF-8 database
  * non-ASCII bytes become '?', so the message can always be encoded.
@@ -674,9 +980,10 @@ ghl_clip_text(const char *text, size_t len)
  * the parser.
  */
 static void
-ghl_check_json(GhlConnection *conn, const GhlResponse *response)
+ghl_check_json(GhlConnection *conn, GhlAttempt *attempt,
+			   const GhlResponse *response)
 {
-	const char *ct = conn->content_type;
+	const char *ct = attempt->content_type;
 	size_t		n = strcspn(ct, "; \t");
 
 	if (response->len == 0 || ct[0] == '\0')
@@ -702,20 +1009,20 @@ ghl_check_json(GhlConnection *conn, const GhlResponse *response)
  * detail is curl's own message, which names hosts but never headers.
  */
 static void pg_attribute_noreturn()
-ghl_report_curl_error(GhlConnection *conn, CURLcode rc)
+ghl_report_curl_error(GhlConnection *conn, GhlAttempt *attempt)
 {
 	GhlOptions *options = conn->options;
-	const char *detail = conn->errbuf[0] ? conn->errbuf : curl_easy_strerror(rc);
-	curl_off_t	connect_time = 0;
+	CURLcode	rc = attempt->rc;
+	const char *detail = attempt->errbuf[0] ? attempt->errbuf : curl_easy_strerror(rc);
 
-	if (conn->oom)
+	if (attempt->oom)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory"),
 				 errdetail("Failed while receiving a response of %zu bytes.",
-						   conn->len)));
+						   attempt->len)));
 
-	if (conn->overflow || rc == CURLE_FILESIZE_EXCEEDED)
+	if (attempt->overflow || rc == CURLE_FILESIZE_EXCEEDED)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("response from GHL server \"%s\" exceeds ghl_fdw.max_response_bytes (%d bytes)",
@@ -745,8 +1052,7 @@ ghl_report_curl_error(GhlConnection *conn, CURLcode rc)
 					 errhint("Check the server options base_url and token_url; only http and https are allowed.")));
 			break;
 		case CURLE_OPERATION_TIMEDOUT:
-			curl_easy_getinfo(conn->curl, CURLINFO_CONNECT_TIME_T, &connect_time);
-			if (connect_time == 0)
+			if (attempt->connect_time == 0)
 				ereport(ERROR,
 						(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
 						 errmsg("connection to GHL server \"%s\" timed out after %d ms",
@@ -771,106 +1077,34 @@ ghl_report_curl_error(GhlConnection *conn, CURLcode rc)
 }
 
 /*
- * Perform a request, retrying what is safe to retry, and return only with
- * a 2xx or 404 response; every other outcome is an error.  The errcontext
- * pushed here names the request in all of them, including a cancel.
+ * The outcome of a request whose last attempt this is: a 2xx or 404
+ * response, copied into the current memory context, or the error it ends
+ * in.  The errcontext names the request in all of them.
  */
 void
-ghl_http_execute(GhlConnection *conn, const GhlRequest *request,
-				 GhlResponse *response, GhlRequestStats *stats)
+ghl_attempt_response(GhlConnection *conn, GhlAttempt *attempt,
+					 const GhlRequest *request, GhlResponse *response)
 {
 	ErrorContextCallback errcallback;
-	int			retries = 0;
-	bool		auth_retried = false;
-	CURLcode	rc;
-	long		status;
+	long		status = attempt->status;
 
 	errcallback.callback = ghl_request_context;
 	errcallback.arg = (void *) request;
 	errcallback.previous = error_context_stack;
 	error_context_stack = &errcallback;
 
-	for (;;)
-	{
-		long		server_wait;
-		long		delay;
-
-		CHECK_FOR_INTERRUPTS();
-		if (request->authenticated)
-			ghl_governor_acquire(conn->options);
-		rc = ghl_perform(conn, request);
-		status = 0;
-		if (rc == CURLE_OK)
-			curl_easy_getinfo(conn->curl, CURLINFO_RESPONSE_CODE, &status);
-		server_wait = ghl_server_wait(conn, status);
-		if (request->authenticated)
-			ghl_governor_observe(conn->options, &conn->rate, status, server_wait);
-		ghl_count(conn->options, GHL_COUNT_REQUESTS, 1);
-		ghl_count(conn->options, GHL_COUNT_BYTES, conn->len);
-		if (status == 429)
-			ghl_count(conn->options, GHL_COUNT_RATE_LIMITED, 1);
-		if (stats != NULL)
-		{
-			stats->requests++;
-			stats->bytes += conn->len;
-			if (status == 429)
-				stats->rate_limited++;
-		}
-
-		if (rc == CURLE_ABORTED_BY_CALLBACK)
-		{
-			CHECK_FOR_INTERRUPTS();
-			ereport(ERROR,
-					(errcode(ERRCODE_QUERY_CANCELED),
-					 errmsg("canceling request to GHL server \"%s\"",
-							conn->options->server_name)));
-		}
-
-		/* a rejected token: forget it and try once more with a fresh one */
-		if (status == 401 && request->authenticated && !auth_retried &&
-			ghl_auth_forget(conn->options))
-		{
-			auth_retried = true;
-			if (stats != NULL)
-				stats->retries++;
-			ghl_count(conn->options, GHL_COUNT_RETRIES, 1);
-			continue;
-		}
-
-		if (!ghl_retryable(request, rc, status) ||
-			retries >= conn->options->max_retries)
-			break;
-
-		delay = ghl_retry_delay(server_wait, retries);
-		if (ghl_outlives_statement(delay))
-		{
-			elog(DEBUG1, "GHL server \"%s\": no retry, %ld ms of backoff would outlast statement_timeout",
-				 conn->options->server_name, delay);
-			break;
-		}
-		retries++;
-		if (stats != NULL)
-			stats->retries++;
-		ghl_count(conn->options, GHL_COUNT_RETRIES, 1);
-		elog(DEBUG1, "GHL server \"%s\": %s, retry %d of %d in %ld ms",
-			 conn->options->server_name,
-			 rc == CURLE_OK ? psprintf("HTTP %ld", status) : curl_easy_strerror(rc),
-			 retries, conn->options->max_retries, delay);
-		ghl_sleep_ms(delay);
-	}
-
-	if (rc != CURLE_OK)
-		ghl_report_curl_error(conn, rc);
+	if (attempt->rc != CURLE_OK)
+		ghl_report_curl_error(conn, attempt);
 
 	response->status = status;
-	response->len = conn->len;
-	response->data = MemoryContextAllocHuge(CurrentMemoryContext, conn->len + 1);
-	if (conn->len > 0)
-		memcpy(response->data, conn->buf, conn->len);
-	response->data[conn->len] = '\0';
+	response->len = attempt->len;
+	response->data = MemoryContextAllocHuge(CurrentMemoryContext, attempt->len + 1);
+	if (attempt->len > 0)
+		memcpy(response->data, attempt->buf, attempt->len);
+	response->data[attempt->len] = '\0';
 
 	if (status >= 200 && status < 300)
-		ghl_check_json(conn, response);
+		ghl_check_json(conn, attempt, response);
 
 	error_context_stack = errcallback.previous;
 

@@ -31,7 +31,6 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
-#include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
@@ -39,7 +38,6 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
-#include "utils/wait_event.h"
 
 /* send times remembered per location (a larger limit is paced in proportion) */
 #define GHL_RATE_SLOTS			512
@@ -284,8 +282,7 @@ ghl_daily_known(const GhlLocationState *loc, TimestampTz now)
  * when it may be sent now (it is then counted as sent), else how many
  * milliseconds to wait before asking again.  Refuses, without sending,
  * once the daily budget is down to the server's daily_budget_floor.  The
- * transport that runs requests side by side keeps its transfers moving
- * while it waits; ghl_governor_acquire() just sleeps.
+ * transport keeps its transfers moving while it waits (http_multi.c).
  */
 long
 ghl_governor_try_acquire(const GhlOptions *options)
@@ -340,30 +337,6 @@ ghl_governor_try_acquire(const GhlOptions *options)
 	/* a little jitter, so that waiting backends do not wake together */
 	return wait_ms + (long) pg_prng_uint64_range(&pg_global_prng_state, 0,
 												 Min(50, wait_ms / 10 + 1));
-}
-
-/*
- * Wait until the location's budget allows one more request, and count it
- * as sent.  The wait is on the latch, so cancel and statement_timeout end
- * it.
- */
-void
-ghl_governor_acquire(const GhlOptions *options)
-{
-	bool		waited = false;
-
-	for (;;)
-	{
-		long		wait_ms;
-
-		CHECK_FOR_INTERRUPTS();
-		wait_ms = ghl_governor_try_acquire(options);
-		if (wait_ms <= 0)
-			break;
-		ghl_governor_count_wait(options, wait_ms, !waited);
-		waited = true;
-		ghl_sleep_ms(wait_ms);
-	}
 }
 
 /*
@@ -447,29 +420,6 @@ ghl_count(const GhlOptions *options, GhlCounter which, int64 n)
 		entry->counts[which] += n;
 	}
 	ghl_unlock_tables();
-}
-
-/*
- * Sleep on the latch in slices of at most a second, so that a cancel,
- * statement_timeout or postmaster death ends the wait promptly.
- */
-void
-ghl_sleep_ms(long ms)
-{
-	TimestampTz end = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
-
-	for (;;)
-	{
-		long		remaining;
-
-		CHECK_FOR_INTERRUPTS();
-		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), end);
-		if (remaining <= 0)
-			break;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Min(remaining, 1000), PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-	}
 }
 
 /*
