@@ -73,6 +73,7 @@ typedef struct GhlOptions
 	int			page_size;
 	bool		read_only;
 	char	   *sync_schema;
+	int			max_concurrency;	/* requests a scan runs side by side */
 
 	/* user mapping options */
 	GhlAuthMode auth_mode;

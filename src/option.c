@@ -38,6 +38,7 @@ typedef enum GhlOptionKind
 	GHL_OPT_NONNEG_INT,			/* 0 .. INT_MAX */
 	GHL_OPT_POS_INT,			/* 1 .. INT_MAX */
 	GHL_OPT_PAGE_SIZE,			/* 1 .. GHL_SEARCH_MAX_PAGE */
+	GHL_OPT_CONCURRENCY,		/* 1 .. GHL_MAX_CONCURRENCY */
 	GHL_OPT_BOOL,
 	GHL_OPT_RESOURCE,
 	GHL_OPT_USER_TYPE,
@@ -68,6 +69,7 @@ static const GhlValidOption ghl_valid_options[] = {
 	{"page_size", ForeignServerRelationId, GHL_OPT_PAGE_SIZE},
 	{"read_only", ForeignServerRelationId, GHL_OPT_BOOL},
 	{"sync_schema", ForeignServerRelationId, GHL_OPT_TEXT},
+	{"max_concurrency", ForeignServerRelationId, GHL_OPT_CONCURRENCY},
 
 	{"access_token", UserMappingRelationId, GHL_OPT_SECRET},
 	{"client_id", UserMappingRelationId, GHL_OPT_TEXT},
@@ -187,6 +189,9 @@ check_option_value(const GhlValidOption *opt, DefElem *def)
 			break;
 		case GHL_OPT_PAGE_SIZE:
 			(void) parse_int_option(def, 1, GHL_SEARCH_MAX_PAGE);
+			break;
+		case GHL_OPT_CONCURRENCY:
+			(void) parse_int_option(def, 1, GHL_MAX_CONCURRENCY);
 			break;
 		case GHL_OPT_BOOL:
 			(void) defGetBoolean(def);
@@ -345,6 +350,7 @@ ghl_get_options(Oid serverid, Oid userid)
 	opts->page_size = GHL_DEFAULT_PAGE_SIZE;
 	opts->read_only = false;
 	opts->sync_schema = "rankr";
+	opts->max_concurrency = GHL_DEFAULT_CONCURRENCY;
 	opts->user_type = "Location";
 
 	foreach(cell, server->options)
@@ -374,6 +380,8 @@ ghl_get_options(Oid serverid, Oid userid)
 			opts->read_only = defGetBoolean(def);
 		else if (strcmp(def->defname, "sync_schema") == 0)
 			opts->sync_schema = value;
+		else if (strcmp(def->defname, "max_concurrency") == 0)
+			opts->max_concurrency = parse_int_option(def, 1, GHL_MAX_CONCURRENCY);
 	}
 
 	foreach(cell, um->options)
