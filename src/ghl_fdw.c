@@ -67,6 +67,14 @@ enum GhlScanPrivateIndex
 	GhlScanAttrsUsed			/* attribute numbers the query reads */
 };
 
+/* The request and the response of one key of a run, fetched side by side. */
+typedef struct GhlKeyFetch
+{
+	GhlRequest	request;
+	bool		arrived;
+	GhlResponse response;
+} GhlKeyFetch;
+
 /* Executor state of one foreign scan. */
 typedef struct GhlFdwScanState
 {
@@ -93,7 +101,15 @@ typedef struct GhlFdwScanState
 	int			next_key;
 	List	   *listed_keys;	/* calendars or contacts, listed once per scan */
 	bool		keys_listed;
-	char	   *calendar_id;
+
+	/*
+	 * The keys' requests go side by side, max_concurrency at a time ahead
+	 * of the key being read; key i's response waits in window[i %
+	 * max_concurrency] for its turn, so rows keep the key order.
+	 */
+	GhlMulti   *multi;			/* the run's requests, or NULL */
+	GhlKeyFetch *window;
+	int			next_send;		/* the next key to request */
 
 	GhlColumnMap *columns;		/* the columns the query reads */
 	int			ncolumns;
@@ -152,15 +168,24 @@ static bool evaluate_keys(GhlFdwScanState *st, ExprContext *econtext,
 static bool evaluate_filter(GhlFdwScanState *st, ExprContext *econtext,
 							GhlPushedFilter *filter);
 static bool next_key(GhlFdwScanState *st);
+static bool run_has_keys(GhlFdwScanState *st);
+static char *key_request_path(GhlFdwScanState *st, const char *key);
 static void fetch_next_page(GhlFdwScanState *st);
+static void fetch_key_page(GhlFdwScanState *st);
 static void advance_cursor(StringInfo cursor, GhlJsonPage *page, int nrows,
 						   const char *server_name);
 static void list_keys(GhlFdwScanState *st);
+static void read_request(GhlOptions *options, const GhlEndpoint *ep,
+						 GhlRequest *request);
+static GhlJsonPage *response_page(GhlConnection *conn, GhlOptions *options,
+								  const GhlEndpoint *ep,
+								  const GhlRequest *request,
+								  GhlResponse *response);
 static GhlJsonPage *execute_request(GhlConnection **conn, GhlOptions *options,
 									const GhlEndpoint *ep, GhlRequest *request,
 									GhlRequestStats *stats);
 static List *custom_field_columns(Oid serverOid, const GhlResource *resource);
-static char *calendar_events_path(GhlFdwScanState *st);
+static char *calendar_events_path(GhlFdwScanState *st, const char *calendar_id);
 static void explain_filters(ForeignScanState *node, GhlRequestPlan *plan,
 							ExplainState *es);
 
@@ -530,6 +555,9 @@ start_scan(GhlFdwScanState *st)
 	st->next_key = 0;
 	st->filter_values = NIL;
 	st->query = NULL;
+	st->multi = NULL;
+	st->window = NULL;
+	st->next_send = 0;
 }
 
 /*
@@ -701,24 +729,9 @@ evaluate_filter(GhlFdwScanState *st, ExprContext *econtext,
 static bool
 next_key(GhlFdwScanState *st)
 {
-	const char *key;
-
 	if (st->next_key >= st->nkeys)
 		return false;
-	key = st->keys[st->next_key++];
-	if (st->plan->array_slot == GHL_ARRAY_ID)
-	{
-		resetStringInfo(&st->id_value);
-		appendStringInfoString(&st->id_value, key);
-	}
-	else if (st->plan->array_slot == GHL_ARRAY_CONTACT ||
-			 st->plan->array_slot == GHL_ARRAY_EVERY_CONTACT)
-	{
-		resetStringInfo(&st->contact_value);
-		appendStringInfoString(&st->contact_value, key);
-	}
-	else
-		st->calendar_id = (char *) key;
+	st->next_key++;
 	resetStringInfo(&st->cursor);
 	st->skip = 0;
 	st->exhausted = false;
@@ -765,8 +778,115 @@ ghlIterateForeignScan(ForeignScanState *node)
 		}
 		if (st->exhausted && !next_key(st))
 			return slot;
-		fetch_next_page(st);
+		if (run_has_keys(st))
+			fetch_key_page(st);
+		else
+			fetch_next_page(st);
 	}
+}
+
+/*
+ * Whether the run repeats its request per key (each value of an id or
+ * contact id array, each calendar, each contact of a fan-out): such
+ * requests are independent of each other and go side by side.  Every
+ * endpoint a run repeats answers in one page.
+ */
+static bool
+run_has_keys(GhlFdwScanState *st)
+{
+	bool		keyed = st->plan->array_slot != GHL_ARRAY_NONE ||
+		st->plan->endpoint == GHL_EP_CALENDAR_EVENTS;
+
+	Assert(!keyed || st->endpoint->paging == GHL_PAGING_NONE);
+	return keyed;
+}
+
+/*
+ * The path of the request for one key of the run: the key fills the slot
+ * the run repeats (the id, the contact or the calendar), the run's own
+ * values the others.  key is NULL for a run without repeats.  Temporary
+ * strings are freed: a fan-out builds a path per contact of the location.
+ */
+static char *
+key_request_path(GhlFdwScanState *st, const char *key)
+{
+	const char *contact = st->contact_value.data;
+	const char *id = st->id_value.data;
+	char	   *escaped_contact;
+	char	   *escaped_id;
+	char	   *path;
+
+	if (st->plan->endpoint == GHL_EP_CALENDAR_EVENTS)
+		return calendar_events_path(st, key);
+	if (st->plan->array_slot == GHL_ARRAY_ID)
+		id = key;
+	else if (st->plan->array_slot != GHL_ARRAY_NONE)
+		contact = key;
+	escaped_contact = ghl_url_escape(contact);
+	escaped_id = ghl_url_escape(id);
+	path = ghl_endpoint_path(st->endpoint, escaped_contact, escaped_id);
+	pfree(escaped_contact);
+	pfree(escaped_id);
+	return path;
+}
+
+/*
+ * The page of the current key of a run with keys.  The requests of the
+ * next max_concurrency keys are under way while their responses wait in
+ * the window for their turn: memory holds at most that many responses,
+ * and rows come in key order, as if fetched one after the other.
+ */
+static void
+fetch_key_page(GhlFdwScanState *st)
+{
+	int			width = st->options->max_concurrency;
+	int			current = st->next_key - 1;
+	GhlKeyFetch *fetch;
+	MemoryContext oldcxt;
+
+	MemoryContextReset(st->page_cxt);
+	st->page = NULL;
+	st->next_row = 0;
+	st->exhausted = true;
+
+	oldcxt = MemoryContextSwitchTo(st->run_cxt);
+	if (st->multi == NULL)
+	{
+		if (st->conn == NULL)
+			st->conn = ghl_get_connection(st->options);
+		st->multi = ghl_multi_start(st->conn, width, &st->stats);
+		st->window = palloc0(sizeof(GhlKeyFetch) * width);
+		st->next_send = current;
+	}
+	while (st->next_send < st->nkeys && st->next_send < current + width)
+	{
+		fetch = &st->window[st->next_send % width];
+		read_request(st->options, st->endpoint, &fetch->request);
+		fetch->request.path = key_request_path(st, st->keys[st->next_send]);
+		ghl_multi_add(st->multi, &fetch->request, fetch);
+		st->next_send++;
+	}
+
+	fetch = &st->window[current % width];
+	while (!fetch->arrived)
+	{
+		GhlResponse response;
+		void	   *tag;
+
+		if (!ghl_multi_next(st->multi, &response, &tag))
+			elog(ERROR, "the request of a key of the scan was lost");
+		((GhlKeyFetch *) tag)->response = response;
+		((GhlKeyFetch *) tag)->arrived = true;
+		st->pages++;
+	}
+
+	MemoryContextSwitchTo(st->page_cxt);
+	st->page = response_page(st->conn, st->options, st->endpoint,
+							 &fetch->request, &fetch->response);
+	MemoryContextSwitchTo(oldcxt);
+	pfree(fetch->response.data);
+	pfree((char *) fetch->request.path);
+	fetch->arrived = false;
 }
 
 /*
@@ -815,13 +935,8 @@ fetch_next_page(GhlFdwScanState *st)
 			request.body = ghl_json_task_search_body(st->filter_values,
 													 page_limit, st->skip);
 			break;
-		case GHL_EP_CALENDAR_EVENTS:
-			request.path = calendar_events_path(st);
-			break;
 		default:
-			request.path = ghl_endpoint_path(ep,
-											 ghl_url_escape(st->contact_value.data),
-											 ghl_url_escape(st->id_value.data));
+			request.path = key_request_path(st, NULL);
 			break;
 	}
 
@@ -920,6 +1035,40 @@ list_keys(GhlFdwScanState *st)
 }
 
 /*
+ * Fill in what every read request of the endpoint sends, besides its path
+ * and body.
+ */
+static void
+read_request(GhlOptions *options, const GhlEndpoint *ep, GhlRequest *request)
+{
+	request->method = ep->method;
+	request->api_version = ep->api_version ? ep->api_version : options->api_version;
+	request->authenticated = true;
+	/* every request a scan or an import makes is a read: retrying is safe */
+	request->idempotent = true;
+}
+
+/*
+ * Parse the response to a read into the current memory context.  Returns
+ * NULL for a 404 that means zero rows; any other status but 2xx is an
+ * error.
+ */
+static GhlJsonPage *
+response_page(GhlConnection *conn, GhlOptions *options, const GhlEndpoint *ep,
+			  const GhlRequest *request, GhlResponse *response)
+{
+	/* a lookup of an id that does not exist: zero rows, not an error */
+	if (response->status == 404 && ep->not_found_is_empty)
+		return NULL;
+	if (response->status < 200 || response->status >= 300)
+		ghl_report_http_error(conn, request, response);
+
+	return ghl_json_parse_page(response->data, response->len,
+							   ep->response_key, ep->single_object,
+							   options->server_name);
+}
+
+/*
  * Send one read request of the endpoint, opening *conn if needed, and
  * parse its page into the current memory context.  Returns NULL for a 404
  * that means zero rows.
@@ -933,35 +1082,23 @@ execute_request(GhlConnection **conn, GhlOptions *options,
 
 	if (*conn == NULL)
 		*conn = ghl_get_connection(options);
-
-	request->method = ep->method;
-	request->api_version = ep->api_version ? ep->api_version : options->api_version;
-	request->authenticated = true;
-	/* every request a scan or an import makes is a read: retrying is safe */
-	request->idempotent = true;
-
+	read_request(options, ep, request);
 	ghl_http_execute(*conn, request, &response, stats);
-
-	/* a lookup of an id that does not exist: zero rows, not an error */
-	if (response.status == 404 && ep->not_found_is_empty)
-		return NULL;
-	if (response.status < 200 || response.status >= 300)
-		ghl_report_http_error(*conn, request, &response);
-
-	return ghl_json_parse_page(response.data, response.len,
-							   ep->response_key, ep->single_object,
-							   options->server_name);
+	return response_page(*conn, options, ep, request, &response);
 }
 
 /*
- * GET /calendars/events for the current calendar and the tightest window
- * the start_time conditions allow.
+ * GET /calendars/events for one calendar and the tightest window the
+ * start_time conditions allow.
  */
 static char *
-calendar_events_path(GhlFdwScanState *st)
+calendar_events_path(GhlFdwScanState *st, const char *calendar_id)
 {
 	int64		start = PG_INT64_MIN;
 	int64		end = PG_INT64_MAX;
+	char	   *location = ghl_url_escape(st->options->location_id);
+	char	   *calendar = ghl_url_escape(calendar_id);
+	char	   *path;
 	ListCell   *lc;
 
 	foreach(lc, st->filter_values)
@@ -973,9 +1110,11 @@ calendar_events_path(GhlFdwScanState *st)
 		else
 			end = Min(end, fv->ms);
 	}
-	return psprintf("%s?locationId=%s&calendarId=%s&startTime=" INT64_FORMAT "&endTime=" INT64_FORMAT,
-					st->endpoint->path, ghl_url_escape(st->options->location_id),
-					ghl_url_escape(st->calendar_id), start, end);
+	path = psprintf("%s?locationId=%s&calendarId=%s&startTime=" INT64_FORMAT "&endTime=" INT64_FORMAT,
+					st->endpoint->path, location, calendar, start, end);
+	pfree(location);
+	pfree(calendar);
+	return path;
 }
 
 static void
