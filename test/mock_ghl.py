@@ -241,6 +241,11 @@ class FaultInjector:
         return [{k: v for k, v in f.items() if k != "regex"} for f in self.faults]
 
 
+def monotonic_ms():
+    """When a request arrived or was answered, for tests that measure overlap."""
+    return round(time.monotonic() * 1000, 3)
+
+
 def mask_secrets(fields):
     return {k: ("***" if k in SECRET_FIELDS and v else v) for k, v in fields.items()}
 
@@ -256,7 +261,8 @@ class Recorder:
         self.entries, self.seq = deque(maxlen=500_000), 0
 
     def clear_stats(self):
-        self.stats = {"requests": 0, "token_requests": 0, "refreshes": 0, "rate_limited": 0, "by_path": {}}
+        self.stats = {"requests": 0, "token_requests": 0, "refreshes": 0, "rate_limited": 0, "by_path": {},
+                      "connections": 0}
 
     def record(self, req, fault, template):
         """Log a request as it arrives; its status is filled in by answered()."""
@@ -267,7 +273,7 @@ class Recorder:
         entry = {
             "seq": self.seq, "method": req.method, "path": req.path, "body": body, "status": None,
             "query": mask_secrets({k: v[0] if len(v) == 1 else v for k, v in req.query.items()}),
-            "version": req.headers.get("Version"), "fault": fault,
+            "version": req.headers.get("Version"), "fault": fault, "arrived_ms": monotonic_ms(),
             "auth": "bearer" if (req.headers.get("Authorization") or "").lower().startswith("bearer ")
             else "none"}
         self.entries.append(entry)
@@ -278,7 +284,7 @@ class Recorder:
         return entry
 
     def answered(self, entry, status):
-        entry["status"] = status
+        entry["status"], entry["answered_ms"] = status, monotonic_ms()
         self.stats["rate_limited"] += status == 429
 
 
@@ -1080,6 +1086,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def _serve(self):
         url = urlsplit(self.path)
+        if not url.path.startswith("/_mock/") and not getattr(self, "counted", False):
+            self.counted = True     # a TCP connection that carries API requests
+            with self.app.lock:
+                self.app.recorder.stats["connections"] += 1
         req = Request(self.command, url.path, parse_qs(url.query, keep_blank_values=True),
                       self.headers, self._read_body(), self.headers.get("Host") or "127.0.0.1")
         self._write(self.app.admin.handle(req) if url.path.startswith("/_mock/") else self.app.handle(req))
