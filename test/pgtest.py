@@ -3,6 +3,7 @@ test cluster and talk to the mock GHL API's admin interface."""
 import json
 import os
 import subprocess
+import time
 import urllib.request
 
 DB = os.environ.get("GHL_TEST_DB", "ghl_test")
@@ -43,3 +44,13 @@ def mock(method, path, body=None):
     with urllib.request.urlopen(req, timeout=120) as resp:
         raw = resp.read()
     return json.loads(raw) if raw else None
+
+
+def wait_until(predicate, timeout=20.0):
+    """Poll predicate until it holds; fail the test after timeout seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")

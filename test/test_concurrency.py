@@ -6,7 +6,7 @@ import time
 import unittest
 import uuid
 
-from pgtest import DB, MOCK_URL, mock, psql, psql_value
+from pgtest import DB, MOCK_URL, mock, psql, psql_value, wait_until
 
 SERVER = "ghl_concurrency"
 NOTES = r"^/contacts/[^/]+/notes$"
@@ -24,16 +24,6 @@ def notes_query(ids, table):
 
 def expected_notes(ids):
     return str(sum(1 for n in mock("GET", "/_mock/state")["notes"] if n["contactId"] in ids))
-
-
-def wait_until(predicate, timeout=20.0):
-    """Poll predicate until it holds; fail the test after timeout seconds."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 @unittest.skipUnless(MOCK_URL, "needs the test cluster and mock")
