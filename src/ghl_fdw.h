@@ -338,10 +338,16 @@ extern void ghl_request_context(void *arg);
 
 /*
  * A set of requests run side by side on one connection, at most
- * max_concurrency at a time, paced by the governor and retried like any
- * request.  It lives in the memory context current at ghl_multi_start and
- * is finished (its transfers aborted) when that context is reset or
- * deleted, on error too; stats, if given, must live as long.
+ * max_concurrency (1 to GHL_MAX_CONCURRENCY) at a time, paced by the
+ * governor and retried like any request.  It lives in the memory context
+ * current at ghl_multi_start and is finished (its transfers aborted) when
+ * that context is reset or deleted, on error too; stats, if given, must
+ * live as long.  ghl_multi_add queues a copy of a request, with a tag that
+ * comes back with its response, also between calls of ghl_multi_next;
+ * ghl_multi_next returns the requests in the order they finish, false
+ * when none is left, and like ghl_http_execute returns only 2xx and 404
+ * responses (palloc'd in the current memory context) and raises every
+ * other outcome's error, naming that request.
  */
 typedef struct GhlMulti GhlMulti;
 

@@ -52,8 +52,7 @@
 /*
  * One easy handle of a connection's pool, with what an attempt on it
  * collects.  Allocated once and never moved, so curl may keep pointers to
- * its buffers; reused by attempt after attempt, so are its buffer and the
- * kept-alive connection curl last used for it.
+ * it; reused by attempt after attempt, and so is its response buffer.
  */
 struct GhlAttempt
 {
