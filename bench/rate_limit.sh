@@ -33,16 +33,7 @@ start_mock --contacts 100 --seed 42 --rate-limit "$limit" --rate-interval-ms "$i
 work=$(mktemp -d)
 trap 'stop_mock; rm -rf "$work"' EXIT
 
-createdb ghl_bench
-psql -X -q -d ghl_bench -v ON_ERROR_STOP=1 <<SQL
-SET client_min_messages = warning;
-CREATE EXTENSION ghl_fdw;
-CREATE SERVER ghl FOREIGN DATA WRAPPER ghl_fdw
-    OPTIONS (location_id 've9EPM428h8vShlRW1KT', base_url '$MOCK_URL', max_retries '5');
-CREATE USER MAPPING FOR CURRENT_USER SERVER ghl OPTIONS (access_token 'pit-mock-token');
-CREATE SCHEMA ghl;
-IMPORT FOREIGN SCHEMA ghl FROM SERVER ghl INTO ghl;
-SQL
+create_bench_database
 curl -sS -X DELETE "$MOCK_URL/_mock/stats" >/dev/null
 
 echo "== $backends backends scanning for $seconds s against $limit requests per $interval_ms ms" \

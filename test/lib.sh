@@ -68,3 +68,18 @@ stop_mock() {
         MOCK_PID=
     fi
 }
+
+# A benchmark's database ghl_bench: ghl_fdw, server ghl on the mock
+# (MOCK_URL, from start_mock) and its foreign tables in schema ghl.
+create_bench_database() {
+    createdb ghl_bench
+    psql -X -q -d ghl_bench -v ON_ERROR_STOP=1 <<SQL
+SET client_min_messages = warning;
+CREATE EXTENSION ghl_fdw;
+CREATE SERVER ghl FOREIGN DATA WRAPPER ghl_fdw
+    OPTIONS (location_id 've9EPM428h8vShlRW1KT', base_url '$MOCK_URL', max_retries '5');
+CREATE USER MAPPING FOR CURRENT_USER SERVER ghl OPTIONS (access_token 'pit-mock-token');
+CREATE SCHEMA ghl;
+IMPORT FOREIGN SCHEMA ghl FROM SERVER ghl INTO ghl;
+SQL
+}
