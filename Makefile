@@ -12,7 +12,12 @@ OBJS = \
 	src/ratelimit.o \
 	src/resource.o \
 	src/token_store.o \
-	src/token_worker.o
+	src/token_worker.o \
+	src/sync.o \
+	src/sync_ledger.o \
+	src/sync_target.o \
+	src/sync_worker.o \
+	src/http_multi_stub.o
 
 EXTENSION = ghl_fdw
 DATA = sql/ghl_fdw--1.0.sql sql/ghl_fdw--1.1.sql sql/ghl_fdw--1.0--1.1.sql
