@@ -33,6 +33,8 @@
 
 /* largest page the search endpoint serves, and the classic list's cap */
 #define GHL_SEARCH_MAX_PAGE		500
+/* records the search pages through with "page"; its totals stop there too */
+#define GHL_SEARCH_WINDOW		10000
 #define GHL_DEFAULT_PAGE_SIZE	500
 
 /* the API's error text is cut to this many bytes in errdetail */
@@ -561,6 +563,7 @@ typedef struct GhlSliceState
 	int64		lo;				/* dateAdded range in ms, inclusive */
 	int64		hi;
 	char	   *after;			/* searchAfter cursor, or NULL: from the start */
+	int64		read;			/* contacts read up to the cursor */
 	bool		done;
 } GhlSliceState;
 
@@ -589,7 +592,8 @@ typedef struct GhlSyncSettings
 extern int64 ghl_ledger_next_run_id(void);
 extern void ghl_ledger_start(int64 run_id, const char *server_name,
 							 const char *location_id, const char *mode,
-							 const bool *wanted, TimestampTz started);
+							 const bool *wanted, TimestampTz started,
+							 const char *progress);
 extern void ghl_ledger_update(int64 run_id, const bool *wanted,
 							  const int64 *upserted, const int64 *deleted,
 							  const int64 *requests, const char *progress,

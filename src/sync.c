@@ -53,7 +53,7 @@
 /* the longest time window one calendar events request asks for */
 #define GHL_APPOINTMENT_WINDOW_MS	(INT64CONST(366) * 86400 * 1000)
 /* how many slices a full pass makes per concurrent request */
-#define GHL_SLICES_PER_REQUEST		4
+#define GHL_SLICES_PER_REQUEST		2
 /* appointment ids per ghl_fdw_appointments notification */
 #define GHL_NOTIFY_IDS				250
 /* the request rate is measured over at least this long */
@@ -83,6 +83,7 @@ typedef struct GhlSlice
 	GhlSliceState state;		/* as last committed */
 	char	   *next_after;		/* where the next request starts */
 	bool		received_all;	/* its last page has arrived */
+	int64		received;		/* contacts of the slice received */
 	bool		in_flight;
 	struct GhlPageBatch *head;	/* pages received, not yet written */
 	struct GhlPageBatch *tail;
@@ -100,6 +101,7 @@ typedef struct GhlPageBatch
 	List	   *contact_ids;
 	char	   *cursor;			/* the slice's position after this page */
 	bool		last;			/* the slice ends with this page */
+	int64		read;			/* the slice's contacts up to this page */
 	int			waiting;		/* child requests not answered yet */
 	GhlRows    *children[GHL_NUM_RESOURCES];
 	TimestampTz fetched;		/* when its first child request was queued */
@@ -397,7 +399,7 @@ run_begin(GhlSyncRun *run)
 											  true, run->cxt);
 	}
 	ghl_ledger_start(run->run_id, options->server_name, options->location_id,
-					 run->mode, run->wanted, run->started);
+					 run->mode, run->wanted, run->started, progress_json(run));
 	step_end(run);
 	return true;
 }
@@ -417,6 +419,8 @@ step_end(GhlSyncRun *run)
 			/* statements need a snapshot to exist; each takes its own */
 			PopActiveSnapshot();
 			CommitTransactionCommand();
+			/* now() and pg_stat_activity.xact_start are the step's */
+			SetCurrentStatementStartTimestamp();
 			StartTransactionCommand();
 			PushActiveSnapshot(GetTransactionSnapshot());
 			break;
@@ -535,9 +539,12 @@ run_finish(GhlSyncRun *run)
 static void
 run_fail(GhlSyncRun *run, ErrorData *edata)
 {
+	/* an abort releases session locks too: the location's lock is gone */
+	run->locked = false;
 	if (run->host == GHL_HOST_WORKER)
 	{
 		AbortCurrentTransaction();
+		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
 		PushActiveSnapshot(GetTransactionSnapshot());
 	}
@@ -854,6 +861,7 @@ contacts_pass_start(GhlSyncRun *run)
 			slice->state = *(GhlSliceState *) lfirst(lc);
 			slice->next_after = slice->state.after;
 			slice->received_all = slice->state.done;
+			slice->received = slice->state.read;
 			run->slices = lappend(run->slices, slice);
 		}
 		MemoryContextSwitchTo(oldcxt);
@@ -948,6 +956,18 @@ contacts_newest(GhlSyncRun *run, GhlJsonPage *page)
 		run->slices = lappend(run->slices, slice);
 	}
 	MemoryContextSwitchTo(oldcxt);
+
+	/*
+	 * The first slice's totals count from its lower bound: of the first
+	 * page, only the contacts added at that very millisecond are its own.
+	 */
+	first->received = 0;
+	for (i = 0; i < ghl_rows_count(first->head->contacts); i++)
+	{
+		if (timestamp_ms(ghl_rows_time(first->head->contacts, i, "date_added")) >= lo)
+			first->received++;
+	}
+	first->head->read = first->received;
 	run->planning = false;
 	batch_write_ready(run, first);
 	contacts_request_pages(run);
@@ -965,6 +985,7 @@ contacts_page(GhlSyncRun *run, GhlSlice *slice, GhlJsonPage *page,
 	int			nrows = page ? ghl_json_page_rows(page) : 0;
 	GhlTarget  *target = run->targets[GHL_RESOURCE_CONTACTS];
 	MemoryContext oldcxt = MemoryContextSwitchTo(batch->cxt);
+	int64		total;
 	int			i;
 
 	batch->contacts = ghl_rows_new(target, run->options->location_id, NULL);
@@ -974,7 +995,18 @@ contacts_page(GhlSyncRun *run, GhlSlice *slice, GhlJsonPage *page,
 		batch->contact_ids = lappend(batch->contact_ids,
 									 ghl_rows_id(batch->contacts, i));
 	}
-	batch->last = nrows < run->options->page_size;
+	/*
+	 * A short page ends the slice; so does reaching the number of contacts
+	 * the search reports for the slice's conditions, which saves asking
+	 * for an empty page.  (The first page of a full pass has no conditions
+	 * yet, and totals of 10,000 and more may be capped.)
+	 */
+	slice->received += nrows;
+	total = page ? ghl_json_page_total(page) : 0;
+	batch->last = nrows < run->options->page_size ||
+		((slice->state.bounded || !run->full_pass) &&
+		 total > 0 && total < GHL_SEARCH_WINDOW && slice->received >= total);
+	batch->read = slice->received;
 	batch->cursor = nrows > 0 ? ghl_json_row_cursor(page, nrows - 1) : NULL;
 	if (!batch->last && batch->cursor == NULL)
 		ereport(ERROR,
@@ -1213,6 +1245,7 @@ batch_write(GhlSyncRun *run, GhlPageBatch *batch)
 	slice->state.after = batch->cursor ?
 		MemoryContextStrdup(run->cxt, batch->cursor) : slice->state.after;
 	slice->state.done = batch->last;
+	slice->state.read = batch->read;
 	run->pass.pages++;
 	run->pass.done += list_length(batch->contact_ids);
 	for (r = 0; r < ghl_rows_count(batch->contacts); r++)

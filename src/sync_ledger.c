@@ -185,11 +185,12 @@ ghl_ledger_next_run_id(void)
 /* The ledger rows of a run that starts: one per resource, "running". */
 void
 ghl_ledger_start(int64 run_id, const char *server_name, const char *location_id,
-				 const char *mode, const bool *wanted, TimestampTz started)
+				 const char *mode, const bool *wanted, TimestampTz started,
+				 const char *progress)
 {
-	Oid			argtypes[6] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID,
-	TEXTARRAYOID};
-	Datum		values[6];
+	Oid			argtypes[7] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID,
+	TEXTARRAYOID, TEXTOID};
+	Datum		values[7];
 
 	values[0] = Int64GetDatum(run_id);
 	values[1] = CStringGetTextDatum(server_name);
@@ -197,13 +198,14 @@ ghl_ledger_start(int64 run_id, const char *server_name, const char *location_id,
 	values[3] = CStringGetTextDatum(mode);
 	values[4] = TimestampTzGetDatum(started);
 	values[5] = resource_array(wanted);
+	values[6] = CStringGetTextDatum(progress);
 	SPI_connect();
 	owner_execute("INSERT INTO ghl_fdw.sync_runs (run_id, server_name, resource, mode,"
 				  " status, started_at, rows_upserted, rows_deleted, requests,"
 				  " location_id, progress)"
-				  " SELECT $1, $2, r, $4, 'running', $5, 0, 0, 0, $3, '{}'"
+				  " SELECT $1, $2, r, $4, 'running', $5, 0, 0, 0, $3, $7::jsonb"
 				  " FROM pg_catalog.unnest($6) AS r",
-				  6, argtypes, values, NULL, SPI_OK_INSERT);
+				  7, argtypes, values, NULL, SPI_OK_INSERT);
 	SPI_finish();
 }
 
@@ -503,7 +505,8 @@ ghl_pass_load(const char *server_name, const char *pass, const char *location_id
 		state->pages = spi_int64(0, 6);
 		state->skip = spi_int64(0, 7);
 		owner_execute("SELECT (s->>'bounded')::boolean, (s->>'lo')::bigint,"
-					  " (s->>'hi')::bigint, s->>'after', (s->>'done')::boolean"
+					  " (s->>'hi')::bigint, s->>'after', (s->>'done')::boolean,"
+					  " (s->>'read')::bigint"
 					  " FROM ghl_fdw.sync_passes AS p,"
 					  "   pg_catalog.jsonb_array_elements(p.cursor->'slices')"
 					  "     WITH ORDINALITY AS e(s, n)"
@@ -513,6 +516,7 @@ ghl_pass_load(const char *server_name, const char *pass, const char *location_id
 		for (i = 0; i < SPI_processed; i++)
 		{
 			GhlSliceState *slice = MemoryContextAllocZero(cxt, sizeof(GhlSliceState));
+			MemoryContext oldcxt;
 			HeapTuple	tuple = SPI_tuptable->vals[i];
 			TupleDesc	desc = SPI_tuptable->tupdesc;
 			bool		isnull;
@@ -523,7 +527,10 @@ ghl_pass_load(const char *server_name, const char *pass, const char *location_id
 			slice->hi = spi_int64(i, 3);
 			slice->after = after ? MemoryContextStrdup(cxt, after) : NULL;
 			slice->done = DatumGetBool(SPI_getbinval(tuple, desc, 5, &isnull));
+			slice->read = spi_int64(i, 6);
+			oldcxt = MemoryContextSwitchTo(cxt);
 			state->slices = lappend(state->slices, slice);
+			MemoryContextSwitchTo(oldcxt);
 		}
 	}
 	SPI_finish();
@@ -554,10 +561,11 @@ ghl_pass_save(const char *server_name, const char *pass, const char *location_id
 		GhlSliceState *slice = lfirst(lc);
 
 		appendStringInfo(&cursor, "%s{\"bounded\": %s, \"lo\": " INT64_FORMAT
-						 ", \"hi\": " INT64_FORMAT ", \"done\": %s, \"after\": ",
+						 ", \"hi\": " INT64_FORMAT ", \"read\": " INT64_FORMAT
+						 ", \"done\": %s, \"after\": ",
 						 foreach_current_index(lc) > 0 ? ", " : "",
 						 slice->bounded ? "true" : "false", slice->lo, slice->hi,
-						 slice->done ? "true" : "false");
+						 slice->read, slice->done ? "true" : "false");
 		if (slice->after)
 			escape_json(&cursor, slice->after);
 		else

@@ -369,6 +369,7 @@ ghl_sync_worker_main(Datum arg)
 
 	PG_TRY();
 	{
+		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		(void) ghl_sync_execute(GHL_HOST_WORKER, job->serverid, job->run_id,
@@ -500,7 +501,7 @@ ghl_fdw_refresh_contact(PG_FUNCTION_ARGS)
 		server = GetForeignServer(serverid);
 		ghl_ledger_start(run_id, server->servername,
 						 ghl_get_options(serverid, GetUserId())->location_id,
-						 "contact", all, GetCurrentTimestamp());
+						 "contact", all, GetCurrentTimestamp(), "{}");
 		ghl_ledger_update(run_id, all, zero, zero, zero, "{}", "failed",
 						  psprintf("%s: %s", unpack_sql_state(edata->sqlerrcode),
 								   edata->message),

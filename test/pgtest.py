@@ -3,6 +3,7 @@ test cluster and talk to the mock GHL API's admin interface."""
 import json
 import os
 import subprocess
+import time
 import urllib.request
 
 DB = os.environ.get("GHL_TEST_DB", "ghl_test")
@@ -20,8 +21,9 @@ def psql(sql, db=DB, check=True, timeout=600):
 
 
 def psql_value(sql, db=DB):
-    """The single value the last statement of sql returns."""
-    return psql(sql, db=db)[1].splitlines()[-1]
+    """The single value the last statement of sql returns ("" for no row)."""
+    lines = psql(sql, db=db)[1].splitlines()
+    return lines[-1] if lines else ""
 
 
 def start_psql(sql, db=DB):
@@ -43,3 +45,13 @@ def mock(method, path, body=None):
     with urllib.request.urlopen(req, timeout=120) as resp:
         raw = resp.read()
     return json.loads(raw) if raw else None
+
+
+def wait_until(predicate, timeout=20.0, interval=0.05):
+    """Poll predicate until it holds; fail the test after timeout seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError("condition not reached in time")
