@@ -48,8 +48,12 @@ def offset_time(ms):
     return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(ms // 1000))
 
 
+NUMBER = re.compile(r"-?\d+(\.\d+)?")
+
+
 def to_ms(value):
-    """Epoch ms from an int, a numeric string or an ISO 8601 string; None if unparseable."""
+    """Epoch ms from an int, a numeric string or an ISO 8601 string; None if unparseable.
+    Sorting 100,000 contacts by a date calls it 100,000 times: its pattern is compiled once."""
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
@@ -57,7 +61,7 @@ def to_ms(value):
     if not isinstance(value, str):
         return None
     text = value.strip()
-    if re.fullmatch(r"-?\d+(\.\d+)?", text):
+    if NUMBER.fullmatch(text):
         return int(float(text))
     try:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -89,8 +93,12 @@ def normalize_phone(value):
     return "+" + digits
 
 
+JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def to_json(payload):
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    """Compact UTF-8 JSON; one shared encoder, as json.dumps would build one per call."""
+    return JSON_ENCODER.encode(payload).encode()
 
 
 def status_phrase(status):
@@ -648,6 +656,7 @@ class ContactSearch:
 
     def __init__(self, store):
         self.store, self.cache = store, ViewCache()
+        self.rows = {}      # contact id -> (that contact record, its sort key, its search row's JSON)
 
     def view(self, predicate, shape, sort_field, descending=False):
         key = (self.store.versions["contacts"], shape, sort_field, descending)
@@ -688,6 +697,32 @@ class ContactSearch:
             return keys[start:start + limit]
         end = bisect.bisect_left(keys, after) if after is not None else len(keys) - offset
         return keys[max(0, end - limit):max(0, end)][::-1]
+
+    def row_json(self, contact, key):
+        """A result row's bytes, encoded again only when the record or its sort key changed."""
+        cached = self.rows.get(contact["id"])
+        if cached is None or cached[0] is not contact or cached[1] != key:
+            cached = self.rows[contact["id"]] = (contact, key, to_json(search_view(contact, key)))
+        return cached[2]
+
+
+class SearchPage:
+    """A POST /contacts/search answer built from (contact, key) pairs taken under the lock.
+
+    to_json() yields the bytes to_json(value()) would, from cached rows: the
+    encoding of a 500-row page is what bounds the mock's search throughput.
+    Faults that rewrite the payload use value().
+    """
+
+    def __init__(self, search, hits, total):
+        self.search, self.hits, self.total = search, hits, total
+
+    def value(self):
+        return {"contacts": [search_view(c, key) for c, key in self.hits], "total": self.total}
+
+    def to_json(self):
+        rows = b",".join(self.search.row_json(c, key) for c, key in self.hits)
+        return b'{"contacts":[%s],"total":%d}' % (rows, self.total)
 
 
 def search_view(contact, key):
