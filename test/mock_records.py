@@ -390,7 +390,7 @@ def appointment_response(a):
 # ---------------------------------------------------------------- the record store
 
 class Store:
-    """All records of the one mock location, with per-contact child indexes.
+    """All records of one mock location, with per-contact child indexes.
 
     Records are replaced, never edited in place, so a response can be
     serialised outside the lock while another thread writes.
