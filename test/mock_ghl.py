@@ -16,17 +16,19 @@ bound to one location (pit-<locationId> is each one's static token, and
 --token the default's): elsewhere it gets 403.  Company tokens list the
 app's installs (GET /oauth/installedLocations, app --app-id) and buy
 location tokens where it is installed (POST /oauth/locationToken).
+--latency-ms delays every API request outside the lock, so concurrent
+requests overlap.
 
 Tests drive it through an unauthenticated admin API under /_mock/:
   GET|DELETE requests    the request log (?since=SEQ, ?location=, ?format=jsonl);
-                         entries carry the location of the request's token
+                         entries carry location, arrived_ms and done_ms
   GET|POST|DELETE faults scripted misbehaviour of matching requests
   GET|POST config        rate_limit, rate_interval_ms, daily_limit, retry_after,
-                         token_lifetime, scopes; daily_remaining
+                         token_lifetime, scopes, latency_ms; daily_remaining
                          (of "location"), expire_all_tokens
   GET|DELETE stats       counters (requests, token_requests, refreshes,
-                         location_token_requests, rate_limited, by_path,
-                         by_location), or one location's (?location=)
+                         location_token_requests, rate_limited, max_in_flight,
+                         by_path, by_location), or one location's (?location=)
   GET state, POST mutate one location's records, seeded random edits
   POST reset             all as started; with "location", that one's records
   GET|POST locations     the locations; add one or regenerate its records
@@ -307,10 +309,15 @@ def mask_secrets(fields):
 
 
 class Recorder:
-    """The request log (secrets masked) and counters that tests assert on,
-    also by the location a request's token is bound to."""
+    """The request log (secrets masked) and counters that tests assert on.
+
+    Each entry records the location its token is bound to and, in monotonic
+    milliseconds, when the request arrived and when its answer was ready, so
+    tests can see requests overlap; max_in_flight counts the most that did.
+    """
 
     def __init__(self):
+        self.in_flight = 0
         self.clear_log()
         self.clear_stats()
 
@@ -319,7 +326,7 @@ class Recorder:
 
     def clear_stats(self):
         self.stats = {"requests": 0, "token_requests": 0, "refreshes": 0, "rate_limited": 0, "by_path": {},
-                      "location_token_requests": 0, "by_location": {}}
+                      "location_token_requests": 0, "max_in_flight": self.in_flight, "by_location": {}}
 
     def location_stats(self, location_id):
         return self.stats["by_location"].setdefault(location_id, {"requests": 0, "rate_limited": 0,
@@ -342,8 +349,10 @@ class Recorder:
             "query": mask_secrets({k: v[0] if len(v) == 1 else v for k, v in req.query.items()}),
             "version": req.headers.get("Version"), "fault": fault,
             "auth": "bearer" if (req.headers.get("Authorization") or "").lower().startswith("bearer ")
-            else "none", "location": location_id}
+            else "none", "location": location_id, "arrived_ms": monotonic_ms(), "done_ms": None}
         self.entries.append(entry)
+        self.in_flight += 1
+        self.stats["max_in_flight"] = max(self.stats["max_in_flight"], self.in_flight)
         key = f"{req.method} {template}"
         for stats in self._counters(entry):
             stats["requests"] += 1
@@ -351,9 +360,14 @@ class Recorder:
         return entry
 
     def answered(self, entry, status):
-        entry["status"] = status
+        entry["status"], entry["done_ms"] = status, monotonic_ms()
+        self.in_flight -= 1
         for stats in self._counters(entry):
             stats["rate_limited"] += status == 429
+
+
+def monotonic_ms():
+    return round(time.monotonic() * 1000, 3)
 
 
 # ---------------------------------------------------------------- requests and routing
@@ -856,13 +870,18 @@ def scramble_types(value):
 
 
 class MockGhl:
-    """State, auth, limits, faults and routing behind the socket; one lock guards it all."""
+    """State, auth, limits, faults and routing behind the socket; one lock guards it all.
+
+    The configured latency is slept outside the lock, so concurrent requests
+    overlap as they do against the real service.
+    """
 
     def __init__(self, args):
         self.args, self.lock = args, threading.RLock()
         self.config = {"rate_limit": args.rate_limit, "rate_interval_ms": args.rate_interval_ms,
                        "daily_limit": args.daily_limit, "retry_after": args.retry_after,
-                       "token_lifetime": args.token_lifetime, "scopes": list(DEFAULT_SCOPES)}
+                       "token_lifetime": args.token_lifetime, "scopes": list(DEFAULT_SCOPES),
+                       "latency_ms": args.latency_ms}
         self.identity = {"appId": args.app_id, "companyId": args.company_id, "userId": "mock-user",
                          "planId": "mock-plan", "versionId": "mock-version", "companyName": "Mock Agency"}
         self.locations = Locations(args.location_id, args.seed)
@@ -898,8 +917,9 @@ class MockGhl:
             # of whatever a test does next
             entry = self.recorder.record(req, kind, template,
                                          self.tokens.location_of(req.headers.get("Authorization")))
-        if kind == "delay":
-            time.sleep(fault["delay_ms"] / 1000)
+            pause_ms = self.config["latency_ms"] + (fault["delay_ms"] if kind == "delay" else 0)
+        if pause_ms > 0:
+            time.sleep(pause_ms / 1000)
         if kind in ("status", "html", "bad_json") or (kind == "reset" and fault["after_bytes"] is None):
             reply = self._fault_reply(fault)
         else:
@@ -1334,6 +1354,7 @@ def parse_args(argv):
     p.add_argument("--extra-locations", type=int, default=0, metavar="N",
                    help="N more locations with made-up ids and --contacts contacts each")
     p.add_argument("--app-id", default="mock-app", help="the marketplace app the OAuth tokens belong to")
+    p.add_argument("--latency-ms", type=int, default=0, help="added to every API request, as by a network")
     args = p.parse_args(argv)
     args.locations = [(lid, args.contacts if n is None else n) for lid, n in args.locations]
     return args

@@ -3,7 +3,7 @@
 
 MockGhlTest starts test/mock_ghl.py on a free port with 10,500 contacts (past
 the 10,000 page-based search window); MockLocationsTest starts it with three
-locations of one company for the agency tests.
+locations of one company for the agency and latency tests.
 Both talk to it over HTTP with the standard library.
 Run: python3 -m unittest test/test_mock.py -v
 """
@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import urllib.parse
@@ -328,14 +329,15 @@ CLIENT = {"client_id": "mock-client", "client_secret": "mock-secret"}
 
 
 class MockLocationsTest(MockServerCase):
-    """Several locations of one company: isolation and agency installs."""
+    """Several locations of one company: isolation, agency installs, latency."""
 
     ARGS = ["--contacts", "60", "--seed", "3", "--location-id", LOCATION, "--rate-limit", "100000",
             "--locations", f"{LOCATION_B}:40,{LOCATION_C}:30"]
 
     def setUp(self):
         self.admin("POST", "/_mock/reset", {})
-        self.admin("POST", "/_mock/config", {"rate_limit": 100000, "rate_interval_ms": 10000})
+        self.admin("POST", "/_mock/config", {"rate_limit": 100000, "rate_interval_ms": 10000,
+                                             "latency_ms": 0})
 
     def state(self, location):
         return self.admin("GET", f"/_mock/state?location={location}")
@@ -521,6 +523,50 @@ class MockLocationsTest(MockServerCase):
         own = self.token_grant(grant_type="refresh_token", refresh_token=f"rt-seed-{LOCATION_C}")
         again = self.token_grant(grant_type="refresh_token", refresh_token=own["refresh_token"])
         self.assertEqual((own["locationId"], again["locationId"]), (LOCATION_C, LOCATION_C))
+
+    # latency and concurrency
+
+    def concurrently(self, count, call):
+        results, threads = [None] * count, []
+        for i in range(count):
+            threads.append(threading.Thread(target=lambda i=i: results.__setitem__(i, call())))
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return results, time.monotonic() - started
+
+    def test_latency_overlaps_concurrent_requests(self):
+        contact = self.state(LOCATION)["contacts"][0]["id"]
+        self.admin("POST", "/_mock/config", {"latency_ms": 300})
+        self.admin("DELETE", "/_mock/stats")
+        self.admin("DELETE", "/_mock/requests")
+        started = time.monotonic()
+        self.assertEqual(self.api("GET", f"/contacts/{contact}")[0], 200)
+        self.assertGreaterEqual(time.monotonic() - started, 0.3)
+        statuses, elapsed = self.concurrently(8, lambda: self.api("GET", f"/contacts/{contact}")[0])
+        self.assertEqual(statuses, [200] * 8)
+        self.assertLess(elapsed, 0.9, "8 requests of 300 ms took longer than 3 one after another")
+        entries = self.admin("GET", "/_mock/requests")[1:]
+        for e in entries:
+            self.assertGreaterEqual(e["done_ms"] - e["arrived_ms"], 300)
+        overlap = max(sum(o["arrived_ms"] <= e["arrived_ms"] < o["done_ms"] for o in entries)
+                      for e in entries)
+        self.assertEqual(overlap, 8)
+        self.assertEqual(self.admin("GET", "/_mock/stats")["max_in_flight"], 8)
+        started = time.monotonic()
+        self.admin("GET", "/_mock/health")
+        self.assertLess(time.monotonic() - started, 0.2, "the admin API has no latency")
+
+    def test_many_connections_at_once(self):
+        self.admin("POST", "/_mock/config", {"latency_ms": 500})
+        self.admin("DELETE", "/_mock/stats")
+        statuses, elapsed = self.concurrently(
+            200, lambda: self.api("GET", f"/contacts/?locationId={LOCATION}&limit=1")[0])
+        self.assertEqual(statuses, [200] * 200)
+        self.assertLess(elapsed, 5)
+        self.assertGreaterEqual(self.admin("GET", "/_mock/stats")["max_in_flight"], 100)
 
     def test_added_locations_and_installs(self):
         added = self.admin("POST", "/_mock/locations", {"contacts": 5, "seed": 1, "installed": False})
