@@ -17,7 +17,8 @@ bound to one location (pit-<locationId> is each one's static token, and
 app's installs (GET /oauth/installedLocations, app --app-id) and buy
 location tokens where it is installed (POST /oauth/locationToken).
 --latency-ms delays every API request outside the lock, so concurrent
-requests overlap.
+requests overlap.  Every change to the data, through the API or the admin
+API, appends the webhook delivery HighLevel would send (mock_webhooks.py).
 
 Tests drive it through an unauthenticated admin API under /_mock/:
   GET|DELETE requests    the request log (?since=SEQ, ?location=, ?format=jsonl);
@@ -32,7 +33,8 @@ Tests drive it through an unauthenticated admin API under /_mock/:
   GET state, POST mutate one location's records, seeded random edits
   POST reset             all as started; with "location", that one's records
   GET|POST locations     the locations; add one or regenerate its records
-  POST install|uninstall the app at a location
+  POST install|uninstall the app at a location, with its webhook delivery
+  GET|DELETE events      webhook deliveries as {seq, event} (?since=SEQ, ?location=)
   GET issued_tokens      every token issued, for leak checks
 Those about one location take ?location= or a "location" body key and
 default to the default location.  Standard library only, so it runs
@@ -70,6 +72,7 @@ from mock_records import (
     calendar_event_view, check_body, compile_filters, contact_event_view, int_param,
     iso_ms, normalize_phone, now_ms, parse_birth_date, query_matcher,
     status_phrase, to_json, to_ms, unprocessable)
+from mock_webhooks import EventFeed, install_body
 
 
 # ---------------------------------------------------------------- auth, limits, faults, records
@@ -884,7 +887,8 @@ class MockGhl:
                        "latency_ms": args.latency_ms}
         self.identity = {"appId": args.app_id, "companyId": args.company_id, "userId": "mock-user",
                          "planId": "mock-plan", "versionId": "mock-version", "companyName": "Mock Agency"}
-        self.locations = Locations(args.location_id, args.seed)
+        self.events = EventFeed()
+        self.locations = Locations(args.location_id, args.seed, self.events.changed)
         for location_id, contacts in [(args.location_id, args.contacts)] + args.locations:
             self.locations.put(location_id, contacts, args.seed)
         for _ in range(args.extra_locations):
@@ -1113,7 +1117,7 @@ class AdminApi:
         """With a location, regenerate its records and forget its rate-limit counters.  Without,
         return the whole mock to how it started: the locations of its command line only, their
         data regenerated from the body's seed (and the default one's with its contacts count),
-        the app installed everywhere, no faults, log, counters or issued tokens."""
+        the app installed everywhere, no faults, log, counters, events or issued tokens."""
         app = self.app
         if req.q("location") or body.get("location"):
             return self._put_location(self._location(req, body), body)
@@ -1125,6 +1129,7 @@ class AdminApi:
         app.recorder.clear_stats()
         app.tokens.reset()
         app.limiter.reset()
+        app.events.clear()
         return {"ok": True, "contacts": len(app.locations[None].store.contacts)}
 
     def post_mutate(self, req, body):
@@ -1160,12 +1165,24 @@ class AdminApi:
         return self._install(self._location(req, body), False)
 
     def _install(self, location, installed):
-        """Change the app's install at a location; an uninstall ends the app's OAuth tokens there."""
+        """Change the app's install at a location, with the INSTALL or UNINSTALL delivery it causes;
+        an uninstall ends the app's OAuth tokens there."""
+        app = self.app
         if (location.installed_at is not None) != installed:
             location.installed_at = iso_ms(now_ms()) if installed else None
+            app.events.emit("INSTALL" if installed else "UNINSTALL", location.id,
+                            install_body(app.identity, installed))
             if not installed:
-                self.app.tokens.revoke_location(location.id)
+                app.tokens.revoke_location(location.id)
         return location.summary()
+
+    def get_events(self, req, body):
+        """The webhook deliveries after ?since=SEQ, optionally of one ?location=, as {seq, event}."""
+        return listing(req, self.app.events.since(int(req.q("since") or 0), req.q("location")))
+
+    def delete_events(self, req, body):
+        self.app.events.clear()
+        return {"ok": True}
 
 
 def listing(req, entries):

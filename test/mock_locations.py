@@ -20,9 +20,9 @@ LOCATION_ID = re.compile(r"[A-Za-z0-9]{1,64}")
 class Location:
     """One location: its store and the views over it, its profile and its install."""
 
-    def __init__(self, location_id):
+    def __init__(self, location_id, listener):
         self.id = location_id
-        self.store = Store(location_id)
+        self.store = Store(location_id, listener)
         rng = random.Random(location_id)
         company, (city, state, country, postal, _) = rng.choice(COMPANIES), rng.choice(PLACES)
         self.name = f"{company} {city}"
@@ -52,8 +52,8 @@ class Location:
 class Locations:
     """The registry, in the order locations were added (the default first)."""
 
-    def __init__(self, default_id, seed):
-        self.default_id, self.seed = default_id, seed
+    def __init__(self, default_id, seed, listener):
+        self.default_id, self.seed, self.listener = default_id, seed, listener
         self.by_id = {}
 
     def get(self, location_id):
@@ -84,7 +84,7 @@ class Locations:
             raise ValueError(f"a location id is 1 to 64 letters and digits: {location_id!r}")
         location = self.by_id.get(location_id)
         if location is None:
-            location = self.by_id[location_id] = Location(location_id)
+            location = self.by_id[location_id] = Location(location_id, self.listener)
         data_seed = seed if location_id == self.default_id else f"{seed}:{location_id}"
         location.populate(int(contacts), seed, data_seed)
         return location

@@ -393,13 +393,16 @@ class Store:
     """All records of one mock location, with per-contact child indexes.
 
     Records are replaced, never edited in place, so a response can be
-    serialised outside the lock while another thread writes.
+    serialised outside the lock while another thread writes.  Every change
+    made after populate() is reported to the listener as (location_id, kind,
+    old, new), old None for a create and new None for a delete: the webhook
+    feed hears about API writes and seeded mutations alike.
     """
 
     CHILD_KINDS = ("tasks", "notes", "appointments")
 
-    def __init__(self, location_id):
-        self.location_id = location_id
+    def __init__(self, location_id, listener=None):
+        self.location_id, self.listener = location_id, listener
         self.versions = {"contacts": 0, "tasks": 0, "notes": 0, "appointments": 0}
 
     def populate(self, count, seed):
@@ -433,7 +436,7 @@ class Store:
                      lambda: gen.appointment(c["id"], f"Call with {c.get('name', '')}"))):
                 if gen.r() < share:
                     for _ in range(gen.between(1, most + 1)):
-                        self.put_child(kind, make())
+                        self._put_child(kind, make())
         self.id_rng = random.Random(f"{seed}:runtime")
         self.seen = gen.seen
         for kind in self.versions:
@@ -452,11 +455,17 @@ class Store:
             raise not_found("Contact")
         return c
 
+    def _changed(self, kind, old, new):
+        if self.listener is not None:
+            self.listener(self.location_id, kind, old, new)
+
     def _save_contact(self, c, stamp=True):
         if stamp:
             c["dateUpdated"] = iso_ms(now_ms())
+        old = self.contacts.get(c["id"])
         self.contacts[c["id"]] = derive_contact(c)
         self.versions["contacts"] += 1
+        self._changed("contacts", old, c)
         return c
 
     def create_contact(self, changes):
@@ -488,12 +497,14 @@ class Store:
             c["firstName"], c["lastName"] = first or None, last or None
 
     def delete_contact(self, contact_id):
+        """The contact's tasks, notes and appointments go with it, announced by its own deletion only."""
         self.contact(contact_id)
         for kind in self.CHILD_KINDS:
             for rid in list(self.children[kind].get(contact_id, ())):
-                self.drop_child(kind, rid)
-        del self.contacts[contact_id]
+                self._drop_child(kind, rid)
+        old = self.contacts.pop(contact_id)
         self.versions["contacts"] += 1
+        self._changed("contacts", old, None)
 
     def custom_field_id(self, ref):
         """customFields input names a field by id, by fieldKey or by the key without 'contact.'."""
@@ -503,21 +514,30 @@ class Store:
         return None
 
     def put_child(self, kind, record):
+        self._changed(kind, self._put_child(kind, record), record)
+        return record
+
+    def _put_child(self, kind, record):
+        """Store a task, note or appointment; returns the record it replaced, if any."""
         old = self.tables[kind].get(record["id"])
         if old is not None and old["contactId"] != record["contactId"]:
             self.children[kind][old["contactId"]].pop(old["id"], None)
         self.tables[kind][record["id"]] = record
         self.children[kind].setdefault(record["contactId"], {})[record["id"]] = None
         self.versions[kind] += 1
-        return record
+        return old
 
     def drop_child(self, kind, record_id):
+        self._changed(kind, self._drop_child(kind, record_id), None)
+
+    def _drop_child(self, kind, record_id):
         record = self.tables[kind].pop(record_id)
         siblings = self.children[kind].get(record["contactId"], {})
         siblings.pop(record_id, None)
         if not siblings:
             self.children[kind].pop(record["contactId"], None)
         self.versions[kind] += 1
+        return record
 
     def children_of(self, kind, contact_id):
         self.contact(contact_id)

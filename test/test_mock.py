@@ -3,7 +3,7 @@
 
 MockGhlTest starts test/mock_ghl.py on a free port with 10,500 contacts (past
 the 10,000 page-based search window); MockLocationsTest starts it with three
-locations of one company for the agency and latency tests.
+locations of one company for the agency, latency and webhook-feed tests.
 Both talk to it over HTTP with the standard library.
 Run: python3 -m unittest test/test_mock.py -v
 """
@@ -326,10 +326,40 @@ class MockGhlTest(MockServerCase):
 LOCATION_B, LOCATION_C = "LocBbbbbbbbbbbbbbbbb", "LocCcccccccccccccccc"
 COMPANY = "5DP4iH6HLkQsiKESj6rh"
 CLIENT = {"client_id": "mock-client", "client_secret": "mock-secret"}
+JSON_TYPES = {"string": str, "Date": str, "boolean": bool, "number": (int, float), "array": list,
+              "object": dict}
+
+
+def webhook_doc(event_type, kind):
+    """The schema or an example of HighLevel's docs for a delivery type, from test/webhooks/."""
+    app_events = {"INSTALL": "AppInstall", "UNINSTALL": "AppUninstall"}
+    name = app_events.get(event_type, event_type)
+    suffix = "example.1" if kind == "example" and event_type in app_events else kind
+    with open(os.path.join(HERE, "webhooks", f"{name}.{suffix}.json")) as f:
+        return json.load(f)
+
+
+def schema_errors(value, schema, where="$"):
+    """How a value departs from a webhook schema: keys it does not know, wrong types, nulls."""
+    types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+    if not any(isinstance(value, JSON_TYPES[t]) and not (t == "number" and isinstance(value, bool))
+               for t in types):
+        return [f"{where}: {value!r} is not of type {types}"]
+    errors = []
+    if isinstance(value, dict) and "properties" in schema:
+        for key, item in value.items():
+            if key in schema["properties"]:
+                errors += schema_errors(item, schema["properties"][key], f"{where}.{key}")
+            else:
+                errors.append(f"{where}.{key}: not in the schema")
+    if isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            errors += schema_errors(item, schema["items"], f"{where}[{i}]")
+    return errors
 
 
 class MockLocationsTest(MockServerCase):
-    """Several locations of one company: isolation, agency installs, latency."""
+    """Several locations of one company: isolation, agency installs, latency, webhook events."""
 
     ARGS = ["--contacts", "60", "--seed", "3", "--location-id", LOCATION, "--rate-limit", "100000",
             "--locations", f"{LOCATION_B}:40,{LOCATION_C}:30"]
@@ -341,6 +371,10 @@ class MockLocationsTest(MockServerCase):
 
     def state(self, location):
         return self.admin("GET", f"/_mock/state?location={location}")
+
+    def events(self, since=0, location=None):
+        query = f"since={since}" + (f"&location={location}" if location else "")
+        return self.admin("GET", f"/_mock/events?{query}")
 
     def token_grant(self, **form):
         status, _, body = self.request("POST", "/oauth/token", form=dict(CLIENT, **form))
@@ -502,6 +536,8 @@ class MockLocationsTest(MockServerCase):
         self.assertEqual(self.api("GET", f"/contacts/?locationId={LOCATION}&limit=1", token=token)[0], 403)
         self.admin("POST", "/_mock/install", {"location": LOCATION_C})
         self.assertEqual(self.buy_location_token(agency, LOCATION_C)[0], 200)
+        self.assertEqual([e["event"]["type"] for e in self.events(location=LOCATION_C)],
+                         ["UNINSTALL", "INSTALL"])
 
     def test_agency_refresh_token_rotates_once_for_many_location_tokens(self):
         first = self.token_grant(grant_type="authorization_code", code="agency-1", user_type="Company")
@@ -568,7 +604,141 @@ class MockLocationsTest(MockServerCase):
         self.assertLess(elapsed, 5)
         self.assertGreaterEqual(self.admin("GET", "/_mock/stats")["max_in_flight"], 100)
 
-    def test_added_locations_and_installs(self):
+    # the webhook event feed
+
+    def assert_delivery(self, entry, event_type, location, full=True):
+        """A delivery of the type, conforming to its schema; with full, exactly the docs' example keys."""
+        event = entry["event"]
+        self.assertEqual((event["type"], event["locationId"]), (event_type, location))
+        body = {k: v for k, v in event.items() if k not in ("webhookId", "timestamp")}
+        self.assertEqual(schema_errors(body, webhook_doc(event_type, "schema")), [], event)
+        if full:
+            example = webhook_doc(event_type, "example")
+            self.assertEqual(set(body), set(example), event_type)
+            if "appointment" in example:
+                self.assertEqual(set(body["appointment"]), set(example["appointment"]))
+        return event
+
+    def test_every_change_through_the_api_emits_its_webhook(self):
+        b = self.state(LOCATION_B)
+        calendar = next(c for c in b["calendars"] if c.get("groupId"))
+        token, cal = f"pit-{LOCATION_B}", {"version": "2021-04-15", "token": f"pit-{LOCATION_B}"}
+        self.admin("DELETE", "/_mock/events")
+        since = self.admin("GET", "/_mock/events?since=0")
+        self.assertEqual(since, [])
+        before = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 1))
+
+        _, _, body = self.api("POST", "/contacts/", {
+            "locationId": LOCATION_B, "firstName": "Zoë", "lastName": "Event", "email": "zoe@example.com",
+            "phone": "+14155550100", "address1": "1 Main Street", "city": "Austin", "state": "TX",
+            "postalCode": "78701", "country": "US", "website": "https://zoe.example.com",
+            "companyName": "Acme Corp", "source": "webhook test", "assignedTo": "someUser",
+            "dateOfBirth": "1990-05-01", "tags": ["vip"],
+            "customFields": [{"key": "favourite_colour", "field_value": "teal"}]}, token=token)
+        cid = body["contact"]["id"]
+        writes = [("PUT", f"/contacts/{cid}", {"city": "Berlin"}, {}),
+                  ("POST", f"/contacts/{cid}/tags", {"tags": ["new"]}, {}),
+                  ("PUT", f"/contacts/{cid}", {"dnd": True}, {}),
+                  ("PUT", f"/contacts/{cid}", {"city": "Berlin"}, {}),
+                  ("PUT", f"/contacts/{cid}", {"firstName": "Zoey", "tags": ["only"]}, {}),
+                  ("PUT", f"/contacts/{cid}", {"companyName": "not allowed"}, {})]
+        for method, path, data, kw in writes:
+            self.api(method, path, data, token=token, **kw)
+        _, _, body = self.api("POST", f"/contacts/{cid}/tasks", {
+            "title": "Call", "body": "About the event", "assignedTo": "someUser",
+            "dueDate": "2030-01-01T10:00:00Z", "completed": False}, token=token)
+        task = f"/contacts/{cid}/tasks/{body['task']['id']}"
+        _, _, body = self.api("POST", f"/contacts/{cid}/notes", {"body": "A note"}, token=token)
+        note = f"/contacts/{cid}/notes/{body['note']['id']}"
+        _, _, body = self.api("POST", "/calendars/events/appointments", {
+            "calendarId": calendar["id"], "locationId": LOCATION_B, "contactId": cid,
+            "startTime": "2030-01-02T10:00:00Z", "title": "Demo"}, **cal)
+        appointment = body["id"]
+        for method, path, data, kw in (
+                ("PUT", task, {"title": "Call again"}, {}),
+                ("PUT", f"{task}/completed", {"completed": True}, {}),
+                ("PUT", f"{task}/completed", {"completed": True}, {}), ("DELETE", task, None, {}),
+                ("PUT", note, {"body": "An edited note"}, {}), ("DELETE", note, None, {}),
+                ("PUT", f"/calendars/events/appointments/{appointment}", {"title": "Demo 2"}, cal),
+                ("DELETE", f"/calendars/events/{appointment}", None, cal),
+                ("POST", f"/contacts/{cid}/tasks", {"title": "Orphan", "dueDate": "2030-01-01T10:00:00Z",
+                                                    "completed": False}, {}),
+                ("DELETE", f"/contacts/{cid}", None, {})):
+            status, _, answer = self.api(method, path, data, **dict({"token": token}, **kw))
+            self.assertLess(status, 300, (method, path, answer))
+        after = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() + 1))
+
+        feed = self.events()
+        self.assertEqual([e["event"]["type"] for e in feed], [
+            "ContactCreate", "ContactUpdate", "ContactTagUpdate", "ContactDndUpdate",
+            "ContactUpdate", "ContactTagUpdate", "TaskCreate", "NoteCreate", "AppointmentCreate",
+            "TaskComplete", "TaskDelete", "NoteUpdate", "NoteDelete", "AppointmentUpdate",
+            "AppointmentDelete", "TaskCreate", "ContactDelete"])
+        self.assertEqual([e["seq"] for e in feed], sorted(e["seq"] for e in feed))
+        self.assertEqual(len({e["event"]["webhookId"] for e in feed}), len(feed))
+        stamps = [e["event"]["timestamp"] for e in feed]
+        self.assertEqual(stamps, sorted(stamps))
+        for stamp in stamps:
+            self.assertRegex(stamp, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+            self.assertTrue(before <= stamp <= after, stamp)
+        partial = {"ContactUpdate", "ContactTagUpdate", "TaskCreate"}   # no dndSettings; the orphan task
+        events = [self.assert_delivery(e, e["event"]["type"], LOCATION_B,
+                                       full=e["event"]["type"] not in partial) for e in feed]
+        create, dnd = events[0], events[3]
+        self.assertEqual((create["id"], create["firstName"], create["dateOfBirth"], create["customFields"]),
+                         (cid, "Zoë", "1990-05-01T00:00:00.000Z",
+                          [{"id": create["customFields"][0]["id"], "value": "teal"}]))
+        self.assertEqual((events[1]["city"], events[2]["tags"], events[5]["tags"]),
+                         ("Berlin", ["vip", "new"], ["only"]))
+        self.assertEqual((dnd["dnd"], dnd["dndSettings"]["Email"]["status"]), (True, "active"))
+        self.assertEqual(events[6]["dateAdded"], events[10]["dateAdded"])
+        self.assertEqual((events[9]["title"], events[12]["body"]), ("Call again", "An edited note"))
+        self.assertEqual(events[13]["appointment"]["title"], "Demo 2")
+        self.assertNotIn("body", events[15])
+        self.assertEqual(self.events(since=feed[-2]["seq"]), feed[-1:])
+        self.assertEqual(self.events(location=LOCATION), [])
+        self.admin("DELETE", "/_mock/events")
+        self.api("PUT", f"/contacts/{self.state(LOCATION)['contacts'][0]['id']}", {"city": "Rome"})
+        (last,) = self.events()
+        self.assertEqual((last["seq"], last["event"]["type"]), (feed[-1]["seq"] + 1, "ContactUpdate"))
+
+    def test_failed_writes_emit_nothing(self):
+        cid = self.state(LOCATION_B)["contacts"][0]["id"]
+        self.admin("DELETE", "/_mock/events")
+        self.admin("POST", "/_mock/faults", {"method": "PUT", "path": "^/contacts/", "status": 503})
+        token = f"pit-{LOCATION_B}"
+        self.assertEqual(self.api("PUT", f"/contacts/{cid}", {"city": "X"}, token=token)[0], 503)
+        self.assertEqual(self.api("PUT", f"/contacts/{cid}", {"bogus": 1}, token=token)[0], 422)
+        self.assertEqual(self.api("PUT", f"/contacts/{cid}", {"city": "X"})[0], 403)
+        self.assertEqual(self.events(), [])
+
+    def test_mutations_emit_their_webhooks(self):
+        self.admin("DELETE", "/_mock/events")
+        done = self.admin("POST", "/_mock/mutate", {
+            "location": LOCATION_C, "seed": 5, "create": 2, "update": 4, "delete": 1, "task_creates": 2,
+            "task_deletes": 1, "note_creates": 1, "note_edits": 1, "note_deletes": 1,
+            "appointment_creates": 1, "appointment_edits": 1, "appointment_deletes": 1})
+        feed = self.events()
+        self.assertEqual({e["event"]["locationId"] for e in feed}, {LOCATION_C})
+        ids = {}
+        for entry in feed:
+            event = self.assert_delivery(entry, entry["event"]["type"], LOCATION_C, full=False)
+            record = event.get("appointment", event)
+            ids.setdefault(event["type"], []).append(record["id"])
+        self.assertEqual(ids["ContactCreate"], done["created"])
+        self.assertEqual(ids["ContactDelete"], done["deleted"])
+        updated = set(ids.get("ContactUpdate", []) + ids.get("ContactTagUpdate", [])
+                      + ids.get("ContactDndUpdate", []))
+        self.assertEqual(updated, set(done["updated"]))
+        for event_type, key in (("TaskCreate", "task_creates"), ("TaskDelete", "task_deletes"),
+                                ("NoteCreate", "note_creates"), ("NoteUpdate", "note_edits"),
+                                ("NoteDelete", "note_deletes"), ("AppointmentCreate", "appointment_creates"),
+                                ("AppointmentUpdate", "appointment_edits"),
+                                ("AppointmentDelete", "appointment_deletes")):
+            self.assertEqual(ids[event_type], done[key], event_type)
+        self.assertEqual(self.events(location=LOCATION), [])
+
+    def test_added_locations_and_install_events(self):
         added = self.admin("POST", "/_mock/locations", {"contacts": 5, "seed": 1, "installed": False})
         location = added["id"]
         self.assertRegex(location, r"^[A-Za-z0-9]{20}$")
@@ -579,14 +749,22 @@ class MockLocationsTest(MockServerCase):
         agency = self.agency_token()
         self.assertEqual(self.buy_location_token(agency, location)[0], 403)
         self.admin("POST", "/_mock/install", {"location": location})
+        self.admin("POST", "/_mock/install", {"location": location})     # already installed: no event
         self.assertEqual(self.buy_location_token(agency, location)[0], 200)
         self.admin("POST", f"/_mock/uninstall?location={location}", {})
         self.assertEqual(self.buy_location_token(agency, location)[0], 403)
+        install, uninstall = self.events(location=location)
+        event = self.assert_delivery(install, "INSTALL", location, full=False)
+        self.assertEqual(set(event) - {"webhookId", "timestamp"},
+                         set(webhook_doc("INSTALL", "example")) - {"trial"})
+        self.assertEqual((event["appId"], event["companyId"]), ("mock-app", COMPANY))
+        self.assert_delivery(uninstall, "UNINSTALL", location)
         self.admin("POST", "/_mock/locations", {"id": location, "contacts": 7})
         self.assertEqual(len(self.state(location)["contacts"]), 7)
-        # a reset of the whole mock returns to the locations it started with
+        # a reset of the whole mock returns to the locations it started with, and forgets the events
         self.admin("POST", "/_mock/uninstall", {"location": LOCATION_B})
         self.admin("POST", "/_mock/reset", {})
+        self.assertEqual(self.events(), [])
         self.assertEqual([(loc["id"], loc["installed"]) for loc in self.admin("GET", "/_mock/locations")],
                          [(LOCATION, True), (LOCATION_B, True), (LOCATION_C, True)])
         self.assertEqual(self.api("GET", "/contacts/x", token=f"pit-{location}")[0], 401)
