@@ -17,6 +17,7 @@ OBJS = \
 	src/sync_ledger.o \
 	src/sync_target.o \
 	src/sync_worker.o \
+	src/verify.o \
 	src/http_multi_stub.o
 
 EXTENSION = ghl_fdw

@@ -323,3 +323,16 @@ BEGIN
                   'CALL ghl_fdw.run_sync(' || substr(job.command, length('SELECT ghl_fdw.sync(') + 1);
     END LOOP;
 END $$;
+
+-- Data accuracy: re-read a sample of the synced records from the API and
+-- say, per resource, how many match, differ (in which columns) or are
+-- missing on either side.  For a daily pg_cron job.
+CREATE FUNCTION ghl_fdw.verify(server_name text, sample integer DEFAULT 100,
+    OUT resource text, OUT checked bigint, OUT matching bigint, OUT differing bigint,
+    OUT missing_here bigint, OUT missing_there bigint, OUT differing_columns text[])
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'ghl_fdw_verify'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION ghl_fdw.verify(text, integer) IS
+  'compare a sample of a server''s synced records with the API: matching, differing, missing here or there';

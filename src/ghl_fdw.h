@@ -521,6 +521,11 @@ extern void ghl_rows_add_json(GhlRows *rows, GhlJsonPage *page, int row,
 extern int	ghl_rows_count(GhlRows *rows);
 extern char *ghl_rows_id(GhlRows *rows, int row);
 extern TimestampTz ghl_rows_time(GhlRows *rows, int row, const char *column);
+extern char *ghl_rows_text(GhlRows *rows, int row, int column, bool *known);
+extern int	ghl_target_ncolumns(GhlTarget *target);
+extern const char *ghl_target_column(GhlTarget *target, int column);
+extern GhlRows *ghl_target_read(GhlTarget *target, const char *location_id,
+								const char *column, List *keys, int limit);
 extern List *ghl_target_upsert(GhlTarget *target, GhlRows *rows);
 extern List *ghl_target_replace_children(GhlTarget *target,
 										 const char *location_id,
@@ -629,6 +634,7 @@ extern void ghl_notify(const char *channel, const char *payload);
 /*
  * in sync_worker.c
  */
+extern Oid	ghl_sync_server(text *name);
 extern PGDLLEXPORT void ghl_sync_worker_main(Datum arg);
 
 /*

@@ -40,6 +40,7 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -109,6 +110,7 @@ static SPIPlanPtr upsert_plan(GhlTarget *target, uint64 absent);
 static char *upsert_sql(GhlTarget *target, uint64 absent);
 static Datum column_array(GhlTarget *target, GhlRows *rows, int column);
 static Datum text_array(List *strings);
+static void rows_grow(GhlRows *rows);
 static List *execute_returning_ids(SPIPlanPtr plan, Datum *values,
 								   const char *nulls, List **flags);
 
@@ -502,6 +504,125 @@ ghl_rows_count(GhlRows *rows)
 	return rows->nrows;
 }
 
+/* Make room for one more row. */
+static void
+rows_grow(GhlRows *rows)
+{
+	int			n = rows->target->ncolumns;
+	int			newmax;
+
+	if (rows->nrows < rows->maxrows)
+		return;
+	newmax = Max(16, rows->maxrows * 2);
+	if (rows->maxrows == 0)
+	{
+		rows->values = palloc(sizeof(Datum) * n * newmax);
+		rows->nulls = palloc(sizeof(bool) * n * newmax);
+		rows->as_of = palloc(sizeof(TimestampTz) * newmax);
+	}
+	else
+	{
+		rows->values = repalloc(rows->values, sizeof(Datum) * n * newmax);
+		rows->nulls = repalloc(rows->nulls, sizeof(bool) * n * newmax);
+		rows->as_of = repalloc(rows->as_of, sizeof(TimestampTz) * newmax);
+	}
+	rows->maxrows = newmax;
+}
+
+/* How many columns a target's rows have, and the name of one. */
+int
+ghl_target_ncolumns(GhlTarget *target)
+{
+	return target->ncolumns;
+}
+
+const char *
+ghl_target_column(GhlTarget *target, int column)
+{
+	return target->columns[column].name;
+}
+
+/*
+ * Column c of row i as text (its type's output), or NULL when it is NULL
+ * or the rows' source does not carry it (*known is then false).
+ */
+char *
+ghl_rows_text(GhlRows *rows, int i, int c, bool *known)
+{
+	GhlTarget  *target = rows->target;
+	int			at = i * target->ncolumns + c;
+	Oid			outfunc;
+	bool		varlena;
+
+	*known = !(rows->absent & (UINT64CONST(1) << c));
+	if (!*known || rows->nulls[at])
+		return NULL;
+	getTypeOutputInfo(target->columns[c].typid, &outfunc, &varlena);
+	return OidOutputFunctionCall(outfunc, rows->values[at]);
+}
+
+/*
+ * Live rows of a location, as a batch: those whose "column" is one of
+ * keys (when column is given), else a random sample of up to "limit".
+ * They are copied into CurrentMemoryContext.
+ */
+GhlRows *
+ghl_target_read(GhlTarget *target, const char *location_id, const char *column,
+				List *keys, int limit)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	GhlRows    *rows = ghl_rows_new(target, location_id, NULL);
+	StringInfoData sql;
+	Oid			argtypes[3] = {TEXTOID, TEXTARRAYOID, INT4OID};
+	Datum		args[3];
+	int			nestlevel;
+	int			c;
+	uint64		i;
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "SELECT ");
+	for (c = 0; c < target->ncolumns; c++)
+		appendStringInfo(&sql, "%st.%s", c > 0 ? ", " : "",
+						 quote_identifier(target->columns[c].name));
+	appendStringInfo(&sql, " FROM %s AS t WHERE t.location_id OPERATOR(pg_catalog.=) $1"
+					 " AND t.deleted_at IS NULL", target->qualified);
+	if (column != NULL)
+		appendStringInfo(&sql, " AND t.%s OPERATOR(pg_catalog.=) ANY ($2)",
+						 quote_identifier(column));
+	else
+		appendStringInfoString(&sql, " ORDER BY pg_catalog.random() LIMIT $3");
+	args[0] = CStringGetTextDatum(location_id);
+	args[1] = column != NULL ? text_array(keys) : (Datum) 0;
+	args[2] = Int32GetDatum(limit);
+
+	pin_search_path(&nestlevel);
+	SPI_connect();
+	if (SPI_execute_with_args(sql.data, 3, argtypes, args,
+							  column != NULL ? "   " : " n ", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read sync table %s", target->qualified);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		MemoryContext spicxt = MemoryContextSwitchTo(cxt);
+
+		rows_grow(rows);
+		for (c = 0; c < target->ncolumns; c++)
+		{
+			int			at = rows->nrows * target->ncolumns + c;
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+										  c + 1, &rows->nulls[at]);
+			Form_pg_attribute attr = TupleDescAttr(SPI_tuptable->tupdesc, c);
+
+			rows->values[at] = rows->nulls[at] ? (Datum) 0 :
+				datumCopy(d, attr->attbyval, attr->attlen);
+		}
+		rows->as_of[rows->nrows++] = 0;
+		MemoryContextSwitchTo(spicxt);
+	}
+	SPI_finish();
+	AtEOXact_GUC(true, nestlevel);
+	return rows;
+}
+
 /*
  * Add one row of an API response.  location_id is always the server's:
  * the key of a row is its location's, whatever the object says.  A
@@ -518,24 +639,7 @@ ghl_rows_add_json(GhlRows *rows, GhlJsonPage *page, int row,
 	Datum	   *values;
 	bool	   *nulls;
 
-	if (rows->nrows == rows->maxrows)
-	{
-		int			newmax = Max(16, rows->maxrows * 2);
-
-		if (rows->maxrows == 0)
-		{
-			rows->values = palloc(sizeof(Datum) * n * newmax);
-			rows->nulls = palloc(sizeof(bool) * n * newmax);
-			rows->as_of = palloc(sizeof(TimestampTz) * newmax);
-		}
-		else
-		{
-			rows->values = repalloc(rows->values, sizeof(Datum) * n * newmax);
-			rows->nulls = repalloc(rows->nulls, sizeof(bool) * n * newmax);
-			rows->as_of = repalloc(rows->as_of, sizeof(TimestampTz) * newmax);
-		}
-		rows->maxrows = newmax;
-	}
+	rows_grow(rows);
 	values = &rows->values[rows->nrows * n];
 	nulls = &rows->nulls[rows->nrows * n];
 	memset(nulls, true, sizeof(bool) * n);

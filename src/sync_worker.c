@@ -81,8 +81,8 @@ PG_FUNCTION_INFO_V1(ghl_fdw_refresh_contact);
  * which it has a user mapping.  Every entry point starts here, so that a
  * role learns nothing of servers it was not granted.
  */
-static Oid
-sync_server(text *name)
+Oid
+ghl_sync_server(text *name)
 {
 	char	   *servername = text_to_cstring(name);
 	ForeignServer *server = GetForeignServerByName(servername, true);
@@ -313,7 +313,7 @@ ghl_fdw_sync(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("server_name must not be NULL")));
-	serverid = sync_server(PG_GETARG_TEXT_PP(0));
+	serverid = ghl_sync_server(PG_GETARG_TEXT_PP(0));
 	sync_resources(PG_ARGISNULL(1) ? NULL : PG_GETARG_ARRAYTYPE_P(1), resources);
 	full = sync_full(fcinfo, 2);
 	run_id = ghl_ledger_next_run_id();
@@ -427,7 +427,7 @@ ghl_fdw_run_sync(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("server_name must not be NULL")));
-	serverid = sync_server(PG_GETARG_TEXT_PP(0));
+	serverid = ghl_sync_server(PG_GETARG_TEXT_PP(0));
 	sync_resources(PG_ARGISNULL(1) ? NULL : PG_GETARG_ARRAYTYPE_P(1), resources);
 	full = sync_full(fcinfo, 2);
 	run_id = ghl_ledger_next_run_id();
@@ -466,7 +466,7 @@ ghl_fdw_refresh_contact(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("server_name must not be NULL")));
-	serverid = sync_server(PG_GETARG_TEXT_PP(0));
+	serverid = ghl_sync_server(PG_GETARG_TEXT_PP(0));
 	contact_id = PG_ARGISNULL(1) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(1));
 	if (contact_id[0] == '\0')
 		ereport(ERROR,
