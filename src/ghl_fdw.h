@@ -635,6 +635,10 @@ extern void ghl_notify(const char *channel, const char *payload);
  * in sync_worker.c
  */
 extern Oid	ghl_sync_server(text *name);
+extern int64 ghl_sync_refresh(Oid serverid, const char *contact_id,
+							  ErrorData **edata_out);
+extern void ghl_sync_record_failure(Oid serverid, int64 run_id,
+									const char *mode, ErrorData *edata);
 extern PGDLLEXPORT void ghl_sync_worker_main(Datum arg);
 
 /*

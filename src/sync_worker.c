@@ -447,33 +447,21 @@ ghl_fdw_run_sync(PG_FUNCTION_ARGS)
  */
 
 /*
- * ghl_fdw.refresh_contact(server_name, contact_id): pull one contact with
- * its tasks, notes and appointments into the Rankr tables, in the
- * caller's transaction.  It neither waits for nor blocks a running sync.
- * A failure is recorded in the ledger and returned as "failed" rows.
+ * Pull one contact with its tasks, notes and appointments into the Rankr
+ * tables, in the caller's transaction (inside a subtransaction of its
+ * own).  A failure is recorded in the ledger; it is returned as
+ * *edata_out when that is given, else raised.  Returns the run id.
  */
-Datum
-ghl_fdw_refresh_contact(PG_FUNCTION_ARGS)
+int64
+ghl_sync_refresh(Oid serverid, const char *contact_id, ErrorData **edata_out)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
 	bool		all[GHL_NUM_RESOURCES] = {true, true, true, true};
-	Oid			serverid;
-	char	   *contact_id;
-	int64		run_id;
+	int64		run_id = ghl_ledger_next_run_id();
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("server_name must not be NULL")));
-	serverid = ghl_sync_server(PG_GETARG_TEXT_PP(0));
-	contact_id = PG_ARGISNULL(1) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(1));
-	if (contact_id[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("contact_id must not be empty")));
-	run_id = ghl_ledger_next_run_id();
-
+	if (edata_out)
+		*edata_out = NULL;
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcxt);
 	PG_TRY();
@@ -487,8 +475,6 @@ ghl_fdw_refresh_contact(PG_FUNCTION_ARGS)
 	PG_CATCH();
 	{
 		ErrorData  *edata;
-		int64		zero[GHL_NUM_RESOURCES] = {0};
-		ForeignServer *server;
 
 		MemoryContextSwitchTo(oldcxt);
 		edata = CopyErrorData();
@@ -498,16 +484,61 @@ ghl_fdw_refresh_contact(PG_FUNCTION_ARGS)
 		CurrentResourceOwner = oldowner;
 		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 			ReThrowError(edata);
-		server = GetForeignServer(serverid);
-		ghl_ledger_start(run_id, server->servername,
-						 ghl_get_options(serverid, GetUserId())->location_id,
-						 "contact", all, GetCurrentTimestamp(), "{}");
-		ghl_ledger_update(run_id, all, zero, zero, zero, "{}", "failed",
-						  psprintf("%s: %s", unpack_sql_state(edata->sqlerrcode),
-								   edata->message),
-						  NULL);
+		ghl_sync_record_failure(serverid, run_id, "contact", edata);
+		if (edata_out == NULL)
+			ReThrowError(edata);
+		*edata_out = edata;
 	}
 	PG_END_TRY();
+	return run_id;
+}
+
+/*
+ * Record in the ledger a run of mode "contact" that failed before it could
+ * record anything itself (its own rows went with its subtransaction).
+ */
+void
+ghl_sync_record_failure(Oid serverid, int64 run_id, const char *mode,
+						ErrorData *edata)
+{
+	bool		all[GHL_NUM_RESOURCES] = {true, true, true, true};
+	int64		zero[GHL_NUM_RESOURCES] = {0};
+	ForeignServer *server = GetForeignServer(serverid);
+
+	ghl_ledger_start(run_id, server->servername,
+					 ghl_get_options(serverid, GetUserId())->location_id,
+					 mode, all, GetCurrentTimestamp(), "{}");
+	ghl_ledger_update(run_id, all, zero, zero, zero, "{}", "failed",
+					  psprintf("%s: %s", unpack_sql_state(edata->sqlerrcode),
+							   edata->message),
+					  NULL);
+}
+
+/*
+ * ghl_fdw.refresh_contact(server_name, contact_id): pull one contact with
+ * its tasks, notes and appointments into the Rankr tables, in the
+ * caller's transaction.  It neither waits for nor blocks a running sync.
+ * A failure is recorded in the ledger and returned as "failed" rows.
+ */
+Datum
+ghl_fdw_refresh_contact(PG_FUNCTION_ARGS)
+{
+	Oid			serverid;
+	char	   *contact_id;
+	ErrorData  *edata;
+	int64		run_id;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("server_name must not be NULL")));
+	serverid = ghl_sync_server(PG_GETARG_TEXT_PP(0));
+	contact_id = PG_ARGISNULL(1) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(1));
+	if (contact_id[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("contact_id must not be empty")));
+	run_id = ghl_sync_refresh(serverid, contact_id, &edata);
 
 	InitMaterializedSRF(fcinfo, 0);
 	(void) ghl_ledger_rows(run_id, ((ReturnSetInfo *) fcinfo->resultinfo)->setResult,
