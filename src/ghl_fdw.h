@@ -56,6 +56,7 @@ typedef struct GhlOptions
 	Oid			userid;			/* the user the mapping was looked up for */
 	Oid			umid;			/* the user mapping's OID */
 	char	   *server_name;
+	bool		owner_is_superuser; /* the server's URLs are the admin's choice */
 
 	/* server options */
 	char	   *location_id;
@@ -81,11 +82,14 @@ typedef struct GhlOptions
 
 extern bool ghl_enable_pushdown;
 extern int	ghl_max_response_bytes;
+extern char *ghl_allowed_hosts;
 
 extern GhlOptions *ghl_get_options(Oid serverid, Oid userid);
 extern char *ghl_get_table_option(Oid relid, const char *name);
 extern char *ghl_get_column_field(Oid relid, AttrNumber attnum);
 extern char *ghl_camel_case(const char *column_name);
+extern void ghl_check_url(const char *option, const char *url, bool restricted,
+						  const char *server_name);
 extern void _PG_init(void);
 
 /*
