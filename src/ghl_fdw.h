@@ -204,6 +204,8 @@ extern const GhlResource *ghl_resource_for_table(Oid relid);
 extern const GhlEndpoint *ghl_endpoint(GhlEndpointKind kind);
 extern char *ghl_endpoint_path(const GhlEndpoint *ep, const char *contact_id,
 							   const char *id);
+extern char *ghl_request_path(const GhlEndpoint *ep, const char *contact_id,
+							  const char *id, const char *server_name);
 extern const char *ghl_resource_names(void);
 extern const char *ghl_search_field_for(const GhlResource *resource,
 										const char *field);

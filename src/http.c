@@ -1113,38 +1113,33 @@ ghl_report_http_error(GhlConnection *conn, const GhlRequest *request,
 }
 
 /*
- * Percent-encode a value for a query string or path segment.  curl's
- * result is malloc'd: copy it without a throwing palloc, so an
- * out-of-memory error cannot leak it.
+ * Percent-encode a value for a path segment, a query string or a form
+ * body.  Everything but ASCII letters, digits, '-', '_' and '~' is
+ * encoded, '.' included: an id ".." left as it is would make
+ * "/contacts/../tasks" another endpoint once the path is normalized.  The
+ * result is sized up front, so a secret being encoded leaves no partial
+ * copies behind in reallocated memory.
  */
 char *
 ghl_url_escape(const char *value)
 {
-	char	   *escaped;
-	char	   *result = NULL;
+	static const char hex[] = "0123456789ABCDEF";
+	char	   *result = palloc(strlen(value) * 3 + 1);
+	char	   *out = result;
+	const unsigned char *in;
 
-	ghl_curl_global_init();
-#if LIBCURL_VERSION_NUM >= 0x075200
-	escaped = curl_easy_escape(NULL, value, 0);
-#else
+	for (in = (const unsigned char *) value; *in; in++)
 	{
-		CURL	   *curl = curl_easy_init();
-
-		escaped = curl ? curl_easy_escape(curl, value, 0) : NULL;
-		if (curl)
-			curl_easy_cleanup(curl);
+		if ((*in >= 'A' && *in <= 'Z') || (*in >= 'a' && *in <= 'z') ||
+			(*in >= '0' && *in <= '9') || *in == '-' || *in == '_' || *in == '~')
+			*out++ = (char) *in;
+		else
+		{
+			*out++ = '%';
+			*out++ = hex[*in >> 4];
+			*out++ = hex[*in & 0x0f];
+		}
 	}
-#endif
-	if (escaped != NULL)
-	{
-		result = palloc_extended(strlen(escaped) + 1, MCXT_ALLOC_NO_OOM);
-		if (result != NULL)
-			strcpy(result, escaped);
-		curl_free(escaped);
-	}
-	if (result == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("out of memory")));
+	*out = '\0';
 	return result;
 }
