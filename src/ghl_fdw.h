@@ -33,7 +33,7 @@
 #define GHL_DEFAULT_PAGE_SIZE	500
 
 /* the API's error text is cut to this many bytes in errdetail */
-#define GHL_ERRDETAIL_MAX		400
+#define GHL_ERRDETAIL_MAX		120
 
 /*
  * in option.c

@@ -782,25 +782,37 @@ ghl_outlives_statement(long ms)
 }
 
 /*
- * Cut text from the network to GHL_ERRDETAIL_MAX bytes for an errdetail:
- * only whole, valid UTF-8 characters are kept, and in a non-UTF-8 database
- * non-ASCII bytes become '?', so the message can always be encoded.
+ * Cut text from the network to a short excerpt for an errdetail: at most
+ * GHL_ERRDETAIL_MAX bytes of whole, valid UTF-8 characters, with control
+ * characters (C0, DEL and C1) turned into '?' so that nothing the other
+ * side sends can forge lines or terminal sequences in a log; in a
+ * non-UTF-8 database non-ASCII bytes become '?' too, so the message can
+ * always be encoded.
  */
 static char *
 ghl_clip_text(const char *text, size_t len)
 {
 	StringInfoData buf;
+	bool		utf8 = GetDatabaseEncoding() == PG_UTF8;
 	int			keep;
 	int			i;
 
 	keep = pg_encoding_verifymbstr(PG_UTF8, text, (int) Min(len, GHL_ERRDETAIL_MAX));
 	initStringInfo(&buf);
 	appendBinaryStringInfo(&buf, text, keep);
-	if (GetDatabaseEncoding() != PG_UTF8)
+	for (i = 0; i < buf.len; i++)
 	{
-		for (i = 0; i < buf.len; i++)
-			if ((unsigned char) buf.data[i] >= 0x80)
-				buf.data[i] = '?';
+		unsigned char c = (unsigned char) buf.data[i];
+
+		if (c < 0x20 || c == 0x7f || (c >= 0x80 && !utf8))
+			buf.data[i] = '?';
+		else if (c == 0xc2 && (unsigned char) buf.data[i + 1] < 0xa0)
+		{
+			/* U+0080 to U+009F, two bytes */
+			buf.data[i] = '?';
+			memmove(buf.data + i + 1, buf.data + i + 2, buf.len - i - 1);
+			buf.len--;
+		}
 	}
 	if ((size_t) keep < len)
 		appendStringInfoString(&buf, "...");
@@ -1026,7 +1038,8 @@ ghl_http_execute(GhlConnection *conn, const GhlRequest *request,
 		memcpy(response->data, conn->buf, conn->len);
 	response->data[conn->len] = '\0';
 
-	if (status >= 200 && status < 300)
+	/* a token endpoint's answer is parsed whatever it claims to be */
+	if (status >= 200 && status < 300 && !request->token_request)
 		ghl_check_json(conn, response);
 
 	error_context_stack = errcallback.previous;
@@ -1040,7 +1053,9 @@ ghl_http_execute(GhlConnection *conn, const GhlRequest *request,
  * Map an HTTP error status to a SQLSTATE and report it with the API's own
  * message.  The single place where that mapping lives, so callers that
  * treat a status as an error (e.g. a 404 that is not "zero rows") report it
- * exactly as the transport would.
+ * exactly as the transport would.  Of a token endpoint's answer nothing is
+ * shown: an endpoint that echoes its request would print the secrets the
+ * request carried.
  */
 void
 ghl_report_http_error(GhlConnection *conn, const GhlRequest *request,
@@ -1055,16 +1070,21 @@ ghl_report_http_error(GhlConnection *conn, const GhlRequest *request,
 	int			sqlstate;
 	ErrorContextCallback errcallback;
 
-	ghl_json_error_info(response->data, response->len, &message, &trace_id);
-	if (message != NULL && trace_id != NULL)
-		detail = psprintf("%s (traceId %s)",
-						  ghl_clip_text(message, strlen(message)),
-						  ghl_clip_text(trace_id, strlen(trace_id)));
-	else if (message != NULL)
-		detail = ghl_clip_text(message, strlen(message));
-	else if (response->len > 0)
-		detail = psprintf("Response body: %s",
-						  ghl_clip_text(response->data, response->len));
+	if (request->token_request)
+		detail = pstrdup("The token endpoint's answer is not shown, since it may contain credentials.");
+	else
+	{
+		ghl_json_error_info(response->data, response->len, &message, &trace_id);
+		if (message != NULL && trace_id != NULL)
+			detail = psprintf("%s (traceId %s)",
+							  ghl_clip_text(message, strlen(message)),
+							  ghl_clip_text(trace_id, strlen(trace_id)));
+		else if (message != NULL)
+			detail = ghl_clip_text(message, strlen(message));
+		else if (response->len > 0)
+			detail = psprintf("Response body: %s",
+							  ghl_clip_text(response->data, response->len));
+	}
 
 	switch (status)
 	{
