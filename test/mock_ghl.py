@@ -16,6 +16,7 @@ the tests run.
 """
 
 import argparse
+import base64
 import bisect
 import gzip
 import json
@@ -195,7 +196,7 @@ class RateLimiter:
 
 
 FAULT_KINDS = {"status", "delay", "slow_body", "reset", "truncate", "html", "wrong_content_type",
-               "bad_json", "wrong_types", "big"}
+               "bad_json", "wrong_types", "big", "raw"}
 WRONG_TYPES = {"dnd": "maybe", "tags": "x", "dateAdded": 12, "dateUpdated": False, "customFields": "oops",
                "completed": "yes", "dueDate": 7, "firstName": 42, "phone": 5551234, "startTime": True,
                "total": "many", "searchAfter": "zzz"}
@@ -215,7 +216,10 @@ class FaultInjector:
                  "skip": int(spec.get("skip", 0)), "status": spec.get("status"),
                  "body": spec.get("body"), "delay_ms": int(spec.get("delay_ms", 1000)),
                  "size_bytes": int(spec.get("size_bytes", 1 << 20)),
-                 "retry_after": spec.get("retry_after"), "after_bytes": spec.get("after_bytes")}
+                 "retry_after": spec.get("retry_after"), "after_bytes": spec.get("after_bytes"),
+                 "content_type": spec.get("content_type", "application/json"),
+                 "body_base64": spec.get("body_base64", "")}
+        base64.b64decode(fault["body_base64"], validate=True)     # refuse a bad one when added
         try:
             fault["regex"] = re.compile(fault["path"])
         except re.error as e:
@@ -256,7 +260,8 @@ class Recorder:
         self.entries, self.seq = deque(maxlen=500_000), 0
 
     def clear_stats(self):
-        self.stats = {"requests": 0, "token_requests": 0, "refreshes": 0, "rate_limited": 0, "by_path": {}}
+        self.stats = {"requests": 0, "token_requests": 0, "refreshes": 0, "rate_limited": 0, "by_path": {},
+                      "connections": 0}
 
     def record(self, req, fault, template):
         """Log a request as it arrives; its status is filled in by answered()."""
@@ -810,7 +815,7 @@ class MockGhl:
             entry = self.recorder.record(req, kind, template)
         if kind == "delay":
             time.sleep(fault["delay_ms"] / 1000)
-        if kind in ("status", "html", "bad_json") or (kind == "reset" and fault["after_bytes"] is None):
+        if kind in ("status", "html", "bad_json", "raw") or (kind == "reset" and fault["after_bytes"] is None):
             reply = self._fault_reply(fault)
         else:
             reply = self._encode(*self._process(req), fault)
@@ -879,6 +884,10 @@ class MockGhl:
         if kind == "bad_json":
             return Reply(200, {"Content-Type": "application/json", **headers},
                          b'{"contacts": [{"id": "abc", "firstName": "trunc')
+        if kind == "raw":
+            # any bytes at all: invalid UTF-8, NULs, control characters
+            return Reply(int(fault["status"] or 200), {"Content-Type": fault["content_type"], **headers},
+                         base64.b64decode(fault["body_base64"]))
         status = int(fault["status"] or 500)
         if fault["retry_after"] is not None:
             headers["Retry-After"] = str(fault["retry_after"])
@@ -1061,6 +1070,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self):
         super().setup()
+        with self.app.lock:     # every TCP connection, even one that never sends a request
+            self.app.recorder.stats["connections"] += 1
         # Headers and body go out in separate writes; Nagle plus delayed ACKs would add ~40 ms each.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
