@@ -19,6 +19,8 @@ DATA = sql/ghl_fdw--1.0.sql sql/ghl_fdw--1.1.sql sql/ghl_fdw--1.0--1.1.sql
 PGFILEDESC = "ghl_fdw - foreign data wrapper for the HighLevel Contacts API"
 
 REGRESS_OPTS = --outputdir=test/results
+# the suites need the mock GHL API: installcheck below starts it
+NO_INSTALLCHECK = 1
 
 PG_CONFIG ?= pg_config
 PKG_CONFIG ?= pkg-config
@@ -42,3 +44,11 @@ valgrind-check:
 
 demo:
 	test/demo.sh
+
+# The regression suites against the installed extension, in the running
+# cluster PGHOST/PGPORT point at; see test/installcheck.sh for what that
+# cluster needs.
+.PHONY: installcheck
+installcheck:
+	PG_CONFIG=$(PG_CONFIG) $(srcdir)/test/installcheck.sh
+

@@ -27,14 +27,7 @@ build_and_install
 # pg_virtualenv removes the cluster when the suites end, whatever happens.
 rm -f test/results/summary
 status=0
-pg_virtualenv -t \
-    -o "shared_preload_libraries=pg_cron,ghl_fdw" \
-    -o "cron.database_name=ghl_test" \
-    -o "cron.use_background_workers=on" \
-    -o "logging_collector=on" \
-    -o "log_min_messages=debug1" \
-    -o "max_worker_processes=32" \
-    test/run_suites.sh "$@" || status=$?
+pg_virtualenv -t "${GHL_CLUSTER_OPTS[@]}" test/run_suites.sh "$@" || status=$?
 
 # the tally is the last line, after the cluster is gone
 if [ -f test/results/summary ]; then
