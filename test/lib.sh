@@ -69,6 +69,9 @@ stop_mock() {
     fi
 }
 
+# what make dist needs: git's archive of HEAD, unpacked to be checked
+GHL_PACKAGES="$GHL_PACKAGES git unzip"
+
 # The cluster the suites need: pg_cron and ghl_fdw preloaded, pg_cron
 # working in the suites' database.  Options of pg_virtualenv and of
 # pg_buildext alike.
