@@ -25,6 +25,8 @@ DATA = sql/ghl_fdw--1.0.sql sql/ghl_fdw--1.1.sql sql/ghl_fdw--1.0--1.1.sql
 PGFILEDESC = "ghl_fdw - foreign data wrapper for the HighLevel Contacts API"
 
 REGRESS_OPTS = --outputdir=test/results
+# the suites need the mock GHL API: installcheck below starts it
+NO_INSTALLCHECK = 1
 
 PG_CONFIG ?= pg_config
 PKG_CONFIG ?= pkg-config
@@ -48,3 +50,29 @@ valgrind-check:
 
 demo:
 	test/demo.sh
+
+# The regression suites against the installed extension, in the running
+# cluster PGHOST/PGPORT point at; see test/installcheck.sh for what that
+# cluster needs.
+.PHONY: installcheck
+installcheck:
+	PG_CONFIG=$(PG_CONFIG) $(srcdir)/test/installcheck.sh
+
+# The PGXN distribution, ghl_fdw-<version>.zip: HEAD of the git repository
+# under a ghl_fdw-<version>/ prefix, the version from META.json.  The
+# unpacked archive must pass test/check_meta.py (META.json valid, and its
+# version that of the control file and the C header) before it is kept.
+PYTHON ?= /usr/bin/python3
+DIST_VERSION = $(shell git show HEAD:META.json | $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["version"])')
+DIST_NAME = $(EXTENSION)-$(DIST_VERSION)
+
+.PHONY: dist
+dist:
+	@test -n "$(DIST_VERSION)" || { echo "dist: no version in META.json of HEAD" >&2; exit 1; }
+	@git diff --quiet HEAD -- || echo "dist: warning: uncommitted changes are not in $(DIST_NAME).zip" >&2
+	rm -rf $(DIST_NAME).zip dist-check
+	mkdir dist-check
+	git archive --format=zip --prefix=$(DIST_NAME)/ -o dist-check/$(DIST_NAME).zip HEAD
+	cd dist-check && unzip -q $(DIST_NAME).zip
+	$(PYTHON) test/check_meta.py dist-check/$(DIST_NAME) || { rm -rf dist-check; exit 1; }
+	mv dist-check/$(DIST_NAME).zip . && rm -rf dist-check

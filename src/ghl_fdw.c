@@ -814,8 +814,8 @@ fetch_next_page(GhlFdwScanState *st)
 			break;
 		case GHL_EP_CONTACTS_OF_BUSINESS:
 			request.path = psprintf("%s?locationId=%s&limit=%d&skip=%d",
-									ghl_endpoint_path(ep, NULL,
-													  ghl_url_escape(st->id_value.data)),
+									ghl_request_path(ep, NULL, st->id_value.data,
+													 options->server_name),
 									ghl_url_escape(options->location_id),
 									page_limit, st->skip);
 			break;
@@ -828,9 +828,9 @@ fetch_next_page(GhlFdwScanState *st)
 			request.path = calendar_events_path(st);
 			break;
 		default:
-			request.path = ghl_endpoint_path(ep,
-											 ghl_url_escape(st->contact_value.data),
-											 ghl_url_escape(st->id_value.data));
+			request.path = ghl_request_path(ep, st->contact_value.data,
+											st->id_value.data,
+											options->server_name);
 			break;
 	}
 

@@ -38,7 +38,7 @@
 #define GHL_DEFAULT_PAGE_SIZE	500
 
 /* the API's error text is cut to this many bytes in errdetail */
-#define GHL_ERRDETAIL_MAX		400
+#define GHL_ERRDETAIL_MAX		120
 
 /*
  * in option.c
@@ -61,6 +61,7 @@ typedef struct GhlOptions
 	Oid			userid;			/* the user the mapping was looked up for */
 	Oid			umid;			/* the user mapping's OID */
 	char	   *server_name;
+	bool		owner_is_superuser; /* the server's URLs are the admin's choice */
 
 	/* server options */
 	char	   *location_id;
@@ -87,11 +88,14 @@ typedef struct GhlOptions
 
 extern bool ghl_enable_pushdown;
 extern int	ghl_max_response_bytes;
+extern char *ghl_allowed_hosts;
 
 extern GhlOptions *ghl_get_options(Oid serverid, Oid userid);
 extern char *ghl_get_table_option(Oid relid, const char *name);
 extern char *ghl_get_column_field(Oid relid, AttrNumber attnum);
 extern char *ghl_camel_case(const char *column_name);
+extern void ghl_check_url(const char *option, const char *url, bool restricted,
+						  const char *server_name);
 extern void _PG_init(void);
 
 /*
@@ -207,6 +211,8 @@ extern const GhlResource *ghl_resource_for_table(Oid relid);
 extern const GhlEndpoint *ghl_endpoint(GhlEndpointKind kind);
 extern char *ghl_endpoint_path(const GhlEndpoint *ep, const char *contact_id,
 							   const char *id);
+extern char *ghl_request_path(const GhlEndpoint *ep, const char *contact_id,
+							  const char *id, const char *server_name);
 extern const char *ghl_resource_names(void);
 extern const char *ghl_search_field_for(const GhlResource *resource,
 										const char *field);

@@ -258,8 +258,8 @@ ghl_search_field_for(const GhlResource *resource, const char *field)
 }
 
 /*
- * An endpoint's path with its parameters filled in; values must already
- * be URL-escaped.
+ * An endpoint's path with its parameters filled in as they are: escaped
+ * values, or placeholders for EXPLAIN.
  */
 char *
 ghl_endpoint_path(const GhlEndpoint *ep, const char *contact_id, const char *id)
@@ -271,6 +271,42 @@ ghl_endpoint_path(const GhlEndpoint *ep, const char *contact_id, const char *id)
 	if (ep->needs_id)
 		return psprintf(ep->path, id);
 	return pstrdup(ep->path);
+}
+
+/*
+ * One id as a path segment, percent-encoded.  A missing or empty id is
+ * refused: "/contacts/" is the list endpoint and "/contacts//tasks" no
+ * endpoint at all, so an empty segment would ask the API something else
+ * than the query did.
+ */
+static char *
+path_segment(const GhlEndpoint *ep, const char *what, const char *value,
+			 const char *server_name)
+{
+	if (value == NULL || value[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s %s in a request to GHL server \"%s\"",
+						value == NULL ? "missing" : "empty", what, server_name),
+				 errdetail("%s %s needs it as a path segment.", ep->method,
+						   ghl_endpoint_path(ep, "{contactId}", "{id}")),
+				 errhint("Every GHL record has a non-empty id; give one.")));
+	return ghl_url_escape(value);
+}
+
+/*
+ * The path of one request to an endpoint that takes a contact id and/or
+ * an id, each percent-encoded completely.
+ */
+char *
+ghl_request_path(const GhlEndpoint *ep, const char *contact_id,
+				 const char *id, const char *server_name)
+{
+	if (ep->needs_contact)
+		contact_id = path_segment(ep, "contact id", contact_id, server_name);
+	if (ep->needs_id)
+		id = path_segment(ep, "id", id, server_name);
+	return ghl_endpoint_path(ep, contact_id, id);
 }
 
 /*

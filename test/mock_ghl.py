@@ -42,6 +42,7 @@ wherever the tests run.
 """
 
 import argparse
+import base64
 import bisect
 import copy
 import gzip
@@ -261,7 +262,7 @@ class RateLimiter:
 
 
 FAULT_KINDS = {"status", "delay", "slow_body", "reset", "truncate", "html", "wrong_content_type",
-               "bad_json", "wrong_types", "big"}
+               "bad_json", "wrong_types", "big", "raw"}
 WRONG_TYPES = {"dnd": "maybe", "tags": "x", "dateAdded": 12, "dateUpdated": False, "customFields": "oops",
                "completed": "yes", "dueDate": 7, "firstName": 42, "phone": 5551234, "startTime": True,
                "total": "many", "searchAfter": "zzz"}
@@ -281,7 +282,10 @@ class FaultInjector:
                  "skip": int(spec.get("skip", 0)), "status": spec.get("status"),
                  "body": spec.get("body"), "delay_ms": int(spec.get("delay_ms", 1000)),
                  "size_bytes": int(spec.get("size_bytes", 1 << 20)),
-                 "retry_after": spec.get("retry_after"), "after_bytes": spec.get("after_bytes")}
+                 "retry_after": spec.get("retry_after"), "after_bytes": spec.get("after_bytes"),
+                 "content_type": spec.get("content_type", "application/json"),
+                 "body_base64": spec.get("body_base64", "")}
+        base64.b64decode(fault["body_base64"], validate=True)     # refuse a bad one when added
         try:
             fault["regex"] = re.compile(fault["path"])
         except re.error as e:
@@ -329,7 +333,8 @@ class Recorder:
 
     def clear_stats(self):
         self.stats = {"requests": 0, "token_requests": 0, "refreshes": 0, "rate_limited": 0, "by_path": {},
-                      "location_token_requests": 0, "max_in_flight": self.in_flight, "by_location": {}}
+                      "location_token_requests": 0, "max_in_flight": self.in_flight, "by_location": {},
+                      "connections": 0}
 
     def location_stats(self, location_id):
         return self.stats["by_location"].setdefault(location_id, {"requests": 0, "rate_limited": 0,
@@ -924,7 +929,7 @@ class MockGhl:
             pause_ms = self.config["latency_ms"] + (fault["delay_ms"] if kind == "delay" else 0)
         if pause_ms > 0:
             time.sleep(pause_ms / 1000)
-        if kind in ("status", "html", "bad_json") or (kind == "reset" and fault["after_bytes"] is None):
+        if kind in ("status", "html", "bad_json", "raw") or (kind == "reset" and fault["after_bytes"] is None):
             reply = self._fault_reply(fault)
         else:
             reply = self._encode(*self._process(req), fault)
@@ -1010,6 +1015,10 @@ class MockGhl:
         if kind == "bad_json":
             return Reply(200, {"Content-Type": "application/json", **headers},
                          b'{"contacts": [{"id": "abc", "firstName": "trunc')
+        if kind == "raw":
+            # any bytes at all: invalid UTF-8, NULs, control characters
+            return Reply(int(fault["status"] or 200), {"Content-Type": fault["content_type"], **headers},
+                         base64.b64decode(fault["body_base64"]))
         status = int(fault["status"] or 500)
         if fault["retry_after"] is not None:
             headers["Retry-After"] = str(fault["retry_after"])
@@ -1267,6 +1276,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self):
         super().setup()
+        with self.app.lock:     # every TCP connection, even one that never sends a request
+            self.app.recorder.stats["connections"] += 1
         # Headers and body go out in separate writes; Nagle plus delayed ACKs would add ~40 ms each.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 

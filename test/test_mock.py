@@ -8,10 +8,12 @@ Both talk to it over HTTP with the standard library.
 Run: python3 -m unittest test/test_mock.py -v
 """
 
+import base64
 import gzip
 import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -275,6 +277,21 @@ class MockGhlTest(MockServerCase):
         self.admin("POST", "/_mock/faults", {"path": "^/contacts/", "kind": "wrong_types"})
         _, _, body = self.search(pageLimit=1)
         self.assertEqual(body["contacts"][0]["tags"], "x")
+
+    def test_raw_fault_and_connections(self):
+        body = b'{"contact": {"id": "x", "firstName": "\xff\x00\x1b"}}'
+        self.admin("POST", "/_mock/faults", {"path": "^/contacts/x$", "kind": "raw", "status": 203,
+                                             "content_type": "text/odd",
+                                             "body_base64": base64.b64encode(body).decode()})
+        status, headers, raw = self.request("GET", "/contacts/x", raw=True)
+        self.assertEqual((status, headers["Content-Type"], raw), (203, "text/odd", body))
+        status, _, payload = self.request("POST", "/_mock/faults", {"kind": "raw", "body_base64": "*"})
+        self.assertEqual(status, 400, payload)
+        # a connection that never sends a request is counted all the same
+        before = self.admin("GET", "/_mock/stats")["connections"]
+        socket.create_connection(("127.0.0.1", self.port), timeout=5).close()
+        time.sleep(0.2)
+        self.assertEqual(self.admin("GET", "/_mock/stats")["connections"], before + 2)
 
     def test_request_log_masks_secrets(self):
         self.admin("DELETE", "/_mock/requests")
