@@ -18,6 +18,7 @@ OBJS = \
 	src/sync_target.o \
 	src/sync_worker.o \
 	src/verify.o \
+	src/pull.o \
 	src/http_multi_stub.o
 
 EXTENSION = ghl_fdw
@@ -37,6 +38,9 @@ PG_CFLAGS = -Werror
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# every source file reads the one private header
+$(OBJS): src/ghl_fdw.h
 
 # no JIT bitcode: it needs clang, and the FDW's time is spent waiting on HTTP
 with_llvm = no

@@ -298,6 +298,27 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION ghl_fdw.verify(text, integer) IS
   'compare a sample of a server''s synced records with the API: matching, differing, missing here or there';
 
+-- The application's own tables: a BEFORE INSERT OR UPDATE trigger that
+-- pulls a row's GHL contact (with its tasks, notes and appointments) into
+-- the Rankr tables and fills the row's blank columns from it; and the
+-- same fill for existing rows in bulk.
+CREATE FUNCTION ghl_fdw.pull_contact_trigger()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'ghl_fdw_pull_contact_trigger'
+LANGUAGE C;
+
+COMMENT ON FUNCTION ghl_fdw.pull_contact_trigger() IS
+  'trigger (''<server>'', ''<kind>:<column>,...'', ''<column>=<contact column>'', ... [, ''on_error=fail|keep'']): pull the row''s GHL contact and fill its blank columns';
+
+CREATE FUNCTION ghl_fdw.enrich(target regclass, server_name text, match text,
+                               column_map jsonb)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'ghl_fdw_enrich'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION ghl_fdw.enrich(regclass, text, text, jsonb) IS
+  'fill blank columns of a table''s rows from their GHL contacts, synced ones first; returns a summary';
+
 -- OAuth: the token store, token_status() and require_scope() (src/auth.c,
 -- src/token_store.c, src/token_worker.c)
 

@@ -617,6 +617,7 @@ extern void ghl_ledger_interrupted(const char *server_name, int64 run_id);
 extern bool ghl_ledger_rows(int64 run_id, Tuplestorestate *store,
 							TupleDesc desc);
 extern char *ghl_ledger_error(int64 run_id);
+extern int64 ghl_ledger_requests(int64 run_id);
 extern void ghl_ledger_prune(const char *server_name);
 extern TimestampTz ghl_state_watermark(const char *server_name,
 									   const char *resource);

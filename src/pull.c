@@ -35,6 +35,7 @@
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/guc.h"
+#include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -472,4 +473,277 @@ ghl_fdw_pull_contact_trigger(PG_FUNCTION_ARGS)
 		tuple = heap_form_tuple(desc, values, nulls);
 	}
 	return PointerGetDatum(tuple);
+}
+
+/*
+ * Run one statement of enrich() as the caller, with search_path pinned;
+ * returns the rows it processed.
+ */
+static uint64
+enrich_execute(const char *sql, int nargs, Oid *argtypes, Datum *args)
+{
+	int			nestlevel = NewGUCNestLevel();
+	uint64		processed;
+
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	if (SPI_execute_with_args(sql, nargs, argtypes, args, NULL, false, 0) < 0)
+		elog(ERROR, "enrich statement failed: %s", sql);
+	processed = SPI_processed;
+	AtEOXact_GUC(true, nestlevel);
+	return processed;
+}
+
+/* "t.col IS NULL OR t.col::text = ''", the blank test of a column */
+static char *
+blank_sql(const char *column)
+{
+	const char *q = quote_identifier(column);
+
+	return psprintf("(t.%s IS NULL OR t.%s::text = '')", q, q);
+}
+
+/*
+ * How a row of the target and a synced contact match, by one kind:
+ * the same id; the same email, whatever the case; the same phone digits.
+ */
+static char *
+match_sql(const GhlMatch *match)
+{
+	const char *q = quote_identifier(match->column);
+
+	switch (match->kind)
+	{
+		case GHL_MATCH_ID:
+			return psprintf("c.id = t.%s::text", q);
+		case GHL_MATCH_EMAIL:
+			return psprintf("lower(c.email) = lower(t.%s::text)", q);
+		case GHL_MATCH_PHONE:
+			return psprintf("regexp_replace(c.phone, '\\D', '', 'g')"
+							" = nullif(regexp_replace(t.%s::text, '\\D', '', 'g'), '')", q);
+	}
+	return NULL;
+}
+
+/*
+ * ghl_fdw.enrich(target regclass, server_name text, match text,
+ * column_map jsonb): fill the blank mapped columns of a table's existing
+ * rows from their GHL contacts, matched (per "match") against the synced
+ * contacts first and, for the rows none of those match, through the API
+ * (the contacts found are pulled into the Rankr tables).  Values the
+ * table holds are never overwritten.  Returns a summary: rows with a
+ * blank mapped column, how many matched synced contacts and contacts
+ * found through the API, the requests made, and the values filled per
+ * column.
+ */
+Datum
+ghl_fdw_enrich(PG_FUNCTION_ARGS)
+{
+	Oid			relid;
+	Oid			serverid;
+	GhlOptions *options;
+	GhlTarget  *contacts;
+	Relation	rel;
+	TupleDesc	desc;
+	char	   *relname;
+	char	   *qualified;
+	List	   *matches;
+	List	   *fills = NIL;
+	AclResult	aclresult;
+	GhlRequestStats stats = {0};
+	StringInfoData blank;
+	StringInfoData summary;
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
+	Datum		args[2];
+	int64		candidates;
+	int64		from_synced = 0;
+	int64		from_api = 0;
+	int64		refresh_requests = 0;
+	ListCell   *lc;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("the arguments of ghl_fdw.enrich() must not be NULL")));
+	relid = PG_GETARG_OID(0);
+	serverid = ghl_sync_server(PG_GETARG_TEXT_PP(1));
+	options = ghl_get_options(serverid, GetUserId());
+	aclresult = pg_class_aclcheck(relid, GetUserId(), ACL_SELECT | ACL_UPDATE);
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, OBJECT_TABLE, get_rel_name(relid));
+
+	rel = table_open(relid, RowExclusiveLock);
+	desc = RelationGetDescr(rel);
+	relname = RelationGetRelationName(rel);
+	qualified = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+										   relname);
+	contacts = ghl_target_open(options->sync_schema, ghl_resource_by_name("contacts"),
+							   true, CurrentMemoryContext);
+	matches = parse_match(text_to_cstring(PG_GETARG_TEXT_PP(2)), desc, relname);
+
+	/* the column map, {"<col>": "<field>"} */
+	SPI_connect();
+	args[0] = CStringGetTextDatum(DatumGetCString(DirectFunctionCall1(jsonb_out,
+																	  PG_GETARG_DATUM(3))));
+	if (SPI_execute_with_args("SELECT key, value FROM pg_catalog.jsonb_each_text($1::pg_catalog.jsonb)",
+							  1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("column_map must be a JSON object of column names")));
+	{
+		uint64		i;
+
+		for (i = 0; i < SPI_processed; i++)
+		{
+			char	   *column = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+			char	   *field = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+			MemoryContext spicxt = MemoryContextSwitchTo(TopTransactionContext);
+
+			if (field == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("column_map maps column \"%s\" to null", column),
+						 errhint("Give {\"<column>\": \"<contact column>\", ...}.")));
+			fills = lappend(fills, make_fill(column, field, desc, relname, contacts));
+			MemoryContextSwitchTo(spicxt);
+		}
+	}
+	if (fills == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("column_map names no column"),
+				 errhint("Give {\"<column>\": \"<contact column>\", ...}.")));
+
+	initStringInfo(&blank);
+	foreach(lc, fills)
+		appendStringInfo(&blank, "%s%s", blank.len ? " OR " : "",
+						 blank_sql(((GhlFill *) lfirst(lc))->column));
+
+	/* the rows with something to fill, locked, and which contact each gets */
+	enrich_execute("CREATE TEMP TABLE IF NOT EXISTS ghl_fdw_enrich (row_id tid PRIMARY KEY,"
+				   " contact_id text) ON COMMIT DROP; TRUNCATE pg_temp.ghl_fdw_enrich",
+				   0, NULL, NULL);
+	candidates = enrich_execute(psprintf("SELECT 1 FROM %s t WHERE %s FOR UPDATE",
+										 qualified, blank.data), 0, NULL, NULL);
+	args[0] = CStringGetTextDatum(options->location_id);
+	foreach(lc, matches)
+		from_synced += enrich_execute(psprintf(
+			"INSERT INTO pg_temp.ghl_fdw_enrich"
+			" SELECT DISTINCT ON (t.ctid) t.ctid, c.id FROM %s t JOIN %s.contacts c"
+			"   ON c.location_id = $1 AND c.deleted_at IS NULL AND %s"
+			" WHERE (%s) AND NOT EXISTS (SELECT 1 FROM pg_temp.ghl_fdw_enrich m"
+			"                            WHERE m.row_id = t.ctid)"
+			" ORDER BY t.ctid, c.id",
+			qualified, quote_identifier(options->sync_schema), match_sql(lfirst(lc)),
+			blank.data), 1, argtypes, args);
+
+	/* the rows no synced contact matches: through the API, one by one */
+	{
+		StringInfoData sql;
+		uint64		i;
+		uint64		n;
+		SPITupleTable *unmatched;
+		Oid			maptypes[2] = {TIDOID, TEXTOID};
+		Datum		mapargs[2];
+		bool		isnull;
+
+		initStringInfo(&sql);
+		appendStringInfoString(&sql, "SELECT t.ctid");
+		foreach(lc, matches)
+			appendStringInfo(&sql, ", t.%s::text",
+							 quote_identifier(((GhlMatch *) lfirst(lc))->column));
+		appendStringInfo(&sql, " FROM %s t WHERE (%s) AND NOT EXISTS"
+						 " (SELECT 1 FROM pg_temp.ghl_fdw_enrich m WHERE m.row_id = t.ctid)",
+						 qualified, blank.data);
+		n = enrich_execute(sql.data, 0, NULL, NULL);
+		unmatched = SPI_tuptable;
+		for (i = 0; i < n; i++)
+		{
+			char	   *contact = NULL;
+
+			foreach(lc, matches)
+			{
+				GhlMatch   *match = lfirst(lc);
+				char	   *value = SPI_getvalue(unmatched->vals[i], unmatched->tupdesc,
+												 foreach_current_index(lc) + 2);
+
+				if (value == NULL || value[0] == '\0')
+					continue;
+				contact = match->kind == GHL_MATCH_ID ? value :
+					search_contact(options, match->kind == GHL_MATCH_EMAIL ? "email" : "phone",
+								   value, &stats);
+				if (contact != NULL)
+				{
+					refresh_requests +=
+						ghl_ledger_requests(ghl_sync_refresh(serverid, contact, NULL));
+					if (contact_synced(options, contact))
+						break;
+					contact = NULL;
+				}
+			}
+			if (contact == NULL)
+				continue;
+			mapargs[0] = SPI_getbinval(unmatched->vals[i], unmatched->tupdesc, 1, &isnull);
+			mapargs[1] = CStringGetTextDatum(contact);
+			from_api += enrich_execute("INSERT INTO pg_temp.ghl_fdw_enrich VALUES ($1, $2)",
+									   2, maptypes, mapargs);
+		}
+	}
+
+	/* fill, and count what each column got */
+	initStringInfo(&summary);
+	appendStringInfo(&summary, "{\"rows\": " INT64_FORMAT ", \"from_synced\": " INT64_FORMAT
+					 ", \"from_api\": " INT64_FORMAT ", \"unmatched\": " INT64_FORMAT
+					 ", \"requests\": " INT64_FORMAT ", \"filled\": {",
+					 candidates, from_synced, from_api,
+					 candidates - from_synced - from_api,
+					 stats.requests + refresh_requests);
+	{
+		StringInfoData counts;
+		StringInfoData sets;
+		char	   *joined = psprintf("pg_temp.ghl_fdw_enrich m, %s.contacts c"
+									  " WHERE t.ctid = m.row_id AND c.location_id = $1"
+									  " AND c.id = m.contact_id",
+									  quote_identifier(options->sync_schema));
+
+		/*
+		 * One UPDATE fills every column (a second would no longer find the
+		 * rows by their ctid); the counts come first.
+		 */
+		initStringInfo(&counts);
+		initStringInfo(&sets);
+		foreach(lc, fills)
+		{
+			GhlFill    *fill = lfirst(lc);
+			Form_pg_attribute attr = TupleDescAttr(desc, fill->attnum - 1);
+			const char *column = quote_identifier(fill->column);
+			const char *field = quote_identifier(fill->field);
+
+			appendStringInfo(&counts, "%scount(*) FILTER (WHERE %s AND c.%s IS NOT NULL)",
+							 foreach_current_index(lc) ? ", " : "",
+							 blank_sql(fill->column), field);
+			appendStringInfo(&sets, "%s%s = CASE WHEN %s THEN c.%s::text::%s ELSE t.%s END",
+							 foreach_current_index(lc) ? ", " : "", column,
+							 blank_sql(fill->column), field,
+							 format_type_with_typemod(attr->atttypid, attr->atttypmod),
+							 column);
+		}
+		args[0] = CStringGetTextDatum(options->location_id);
+		(void) enrich_execute(psprintf("SELECT %s FROM %s t, %s", counts.data, qualified,
+									   joined), 1, argtypes, args);
+		foreach(lc, fills)
+		{
+			appendStringInfoString(&summary, foreach_current_index(lc) ? ", " : "");
+			escape_json(&summary, ((GhlFill *) lfirst(lc))->column);
+			appendStringInfo(&summary, ": %s",
+							 SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+										  foreach_current_index(lc) + 1));
+		}
+		(void) enrich_execute(psprintf("UPDATE %s t SET %s FROM %s", qualified, sets.data,
+									   joined), 1, argtypes, args);
+	}
+	appendStringInfoString(&summary, "}}");
+	SPI_finish();
+	table_close(rel, NoLock);
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(summary.data)));
 }

@@ -758,9 +758,7 @@ queue_get(GhlSyncRun *run, GhlSyncRequestKind kind, GhlResourceKind resource,
 	sreq->contact_id = contact_id ? MemoryContextStrdup(cxt, contact_id) : NULL;
 	sreq->id = id ? MemoryContextStrdup(cxt, id) : NULL;
 	request.method = ep->method;
-	request.path = ghl_endpoint_path(ep,
-									 contact_id ? ghl_url_escape(contact_id) : NULL,
-									 id ? ghl_url_escape(id) : NULL);
+	request.path = ghl_request_path(ep, contact_id, id, run->options->server_name);
 	request.api_version = ep->api_version ? ep->api_version : run->options->api_version;
 	queue(run, sreq, &request);
 }

@@ -48,6 +48,7 @@ static void owner_run(const char *sql, int nargs, Oid *argtypes,
 					  Datum *values, const char *nulls, int expected,
 					  bool latest);
 static Datum resource_array(const bool *wanted);
+static int64 spi_int64(int row, int attno);
 static Datum int8_array(const bool *wanted, const int64 *values);
 
 /*
@@ -298,6 +299,24 @@ ghl_ledger_rows(int64 run_id, Tuplestorestate *store, TupleDesc desc)
 	}
 	SPI_finish();
 	return failed;
+}
+
+/* The requests a run made, all resources together. */
+int64
+ghl_ledger_requests(int64 run_id)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1];
+	int64		requests;
+
+	values[0] = Int64GetDatum(run_id);
+	SPI_connect();
+	owner_execute("SELECT coalesce(sum(requests), 0)::bigint FROM ghl_fdw.sync_runs"
+				  " WHERE run_id OPERATOR(pg_catalog.=) $1",
+				  1, argtypes, values, NULL, SPI_OK_SELECT);
+	requests = spi_int64(0, 1);
+	SPI_finish();
+	return requests;
 }
 
 /* The error a failed run recorded, for a message. */

@@ -248,8 +248,9 @@ target_create(const char *schema, const GhlResource *resource)
 	const char *qualified = quote_qualified_identifier(schema, resource->name);
 
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "CREATE SCHEMA IF NOT EXISTS %s; CREATE TABLE %s (",
-					 quote_identifier(schema), qualified);
+	if (!OidIsValid(get_namespace_oid(schema, true)))
+		appendStringInfo(&sql, "CREATE SCHEMA %s; ", quote_identifier(schema));
+	appendStringInfo(&sql, "CREATE TABLE %s (", qualified);
 	foreach(lc, standard_columns(resource))
 	{
 		const GhlColumnDef *col = lfirst(lc);

@@ -225,7 +225,7 @@ ghl_fdw_verify(PG_FUNCTION_ARGS)
 		vreq->resource = GHL_RESOURCE_CONTACTS;
 		vreq->contact_id = ghl_rows_id(sampled, i);
 		request.method = ep->method;
-		request.path = ghl_endpoint_path(ep, NULL, ghl_url_escape(vreq->contact_id));
+		request.path = ghl_request_path(ep, NULL, vreq->contact_id, options->server_name);
 		request.api_version = options->api_version;
 		request.authenticated = true;
 		request.idempotent = true;
@@ -300,7 +300,7 @@ ghl_fdw_verify(PG_FUNCTION_ARGS)
 					child->contact_id = id;
 					ep = ghl_endpoint(child_endpoints[r]);
 					request.method = ep->method;
-					request.path = ghl_endpoint_path(ep, ghl_url_escape(id), NULL);
+					request.path = ghl_request_path(ep, id, NULL, options->server_name);
 					request.api_version = ep->api_version ? ep->api_version :
 						options->api_version;
 					request.authenticated = true;
