@@ -23,6 +23,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 
@@ -31,6 +32,9 @@
 	"agency_token, agency_expires_at, scopes, user_type, company_id, " \
 	"location_id, last_refresh"
 #define GHL_STORE_NCOLUMNS 11
+
+/* the search_path of token store statements: nothing of the caller's */
+#define GHL_STORE_SEARCH_PATH	"pg_catalog, pg_temp"
 
 /*
  * The role that owns the token store: the only one, besides superusers,
@@ -58,8 +62,13 @@ ghl_store_owner(void)
 }
 
 /*
- * Run one statement on the token store as its owner.  The caller's user
- * and security context come back even when the statement fails.
+ * Run one statement on the token store as its owner.  Through its
+ * search_path, the caller could put an operator or function of its own
+ * into the statement, to run with the owner's rights: so the statement
+ * runs with search_path pinned to pg_catalog and pg_temp, besides naming
+ * its table and operators with their schemas.  The caller's user,
+ * security context and search_path come back even when the statement
+ * fails.
  */
 static void
 store_execute(const char *sql, int nargs, Oid *argtypes, Datum *values,
@@ -67,9 +76,14 @@ store_execute(const char *sql, int nargs, Oid *argtypes, Datum *values,
 {
 	Oid			saved_userid;
 	int			saved_sec_context;
+	int			save_nestlevel;
 	int			rc;
 
 	GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", GHL_STORE_SEARCH_PATH,
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	SetUserIdAndSecContext(ghl_store_owner(),
 						   saved_sec_context | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
@@ -84,6 +98,7 @@ store_execute(const char *sql, int nargs, Oid *argtypes, Datum *values,
 	PG_FINALLY();
 	{
 		SetUserIdAndSecContext(saved_userid, saved_sec_context);
+		AtEOXact_GUC(true, save_nestlevel);
 	}
 	PG_END_TRY();
 }
@@ -124,7 +139,7 @@ ghl_store_read(Oid umid, GhlToken *token)
 	memset(token, 0, sizeof(GhlToken));
 	SPI_connect();
 	store_execute("SELECT " GHL_STORE_COLUMNS
-				  " FROM ghl_fdw.token_store WHERE umid = $1",
+				  " FROM ghl_fdw.token_store WHERE umid OPERATOR(pg_catalog.=) $1",
 				  1, argtypes, values, NULL, SPI_OK_SELECT);
 	if (SPI_processed > 0)
 	{
