@@ -35,9 +35,6 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-/* second half of the advisory lock (umid, key) backends queue on */
-#define GHL_LOCK_LAUNCH			0x67686c31
-
 PG_FUNCTION_INFO_V1(ghl_fdw_token_status);
 PG_FUNCTION_INFO_V1(ghl_fdw_require_scope);
 
@@ -387,9 +384,7 @@ obtain_token(GhlOptions *options, GhlCachedToken *entry)
 	{
 		LOCKTAG		tag;
 
-		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, options->umid,
-							 GHL_LOCK_LAUNCH, 2);
-		(void) LockAcquire(&tag, ExclusiveLock, true, false);
+		ghl_store_lock(options->umid, GHL_STORE_LOCK_LAUNCH, &tag);
 		PG_TRY();
 		{
 			if (!stored_token_usable(options, rejected, &token))
@@ -397,7 +392,7 @@ obtain_token(GhlOptions *options, GhlCachedToken *entry)
 		}
 		PG_FINALLY();
 		{
-			LockRelease(&tag, ExclusiveLock, true);
+			ghl_store_unlock(&tag);
 		}
 		PG_END_TRY();
 	}

@@ -384,9 +384,20 @@ extern void ghl_auth_location_token(GhlConnection *conn, GhlOptions *options,
 /*
  * in token_store.c
  */
+
+/* what one of a mapping's locks serializes */
+typedef enum GhlStoreLock
+{
+	GHL_STORE_LOCK_LAUNCH = 1,	/* backends about to start a token worker */
+	GHL_STORE_LOCK_REFRESH = 2	/* token workers asking the token endpoint */
+} GhlStoreLock;
+
+struct LOCKTAG;
 extern bool ghl_store_read(Oid umid, GhlToken *token);
 extern void ghl_store_write(Oid umid, const GhlToken *token);
 extern Oid	ghl_store_owner(void);
+extern void ghl_store_lock(Oid umid, GhlStoreLock purpose, struct LOCKTAG *tag);
+extern void ghl_store_unlock(const struct LOCKTAG *tag);
 
 /*
  * in token_worker.c

@@ -7,7 +7,12 @@
  * The table is owned by the extension's owner and closed to PUBLIC, so the
  * secrets in it are out of reach of ordinary roles.  Whoever runs a query
  * against a foreign table reads and writes it through these functions,
- * which switch to the owner for the duration of one SPI statement.
+ * which switch to the owner for the duration of one SPI statement.  That
+ * statement must run nothing of the caller's: its search_path is pinned
+ * and its operators are schema-qualified.
+ *
+ * The locks that make token refreshes single flight live here too, in a
+ * lock space no SQL function reaches.
  *
  * IDENTIFICATION
  *		  src/token_store.c
@@ -22,6 +27,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "storage/lock.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -37,22 +43,34 @@
 #define GHL_STORE_SEARCH_PATH	"pg_catalog, pg_temp"
 
 /*
- * The role that owns the token store: the only one, besides superusers,
- * that may read it.  Looked up each time, since the owner can change.
+ * The token store's OID, looked up by schema and name: no search_path is
+ * involved.
  */
-Oid
-ghl_store_owner(void)
+static Oid
+store_relid(void)
 {
 	Oid			nspid = get_namespace_oid("ghl_fdw", false);
 	Oid			relid = get_relname_relid("token_store", nspid);
-	HeapTuple	tp;
-	Oid			owner;
 
 	if (!OidIsValid(relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("table ghl_fdw.token_store does not exist"),
 				 errhint("Reinstall the ghl_fdw extension.")));
+	return relid;
+}
+
+/*
+ * The role that owns the token store: the only one, besides superusers,
+ * that may read it.  Looked up each time, since the owner can change.
+ */
+Oid
+ghl_store_owner(void)
+{
+	Oid			relid = store_relid();
+	HeapTuple	tp;
+	Oid			owner;
+
 	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
 	if (!HeapTupleIsValid(tp))
 		elog(ERROR, "cache lookup failed for relation %u", relid);
@@ -223,4 +241,29 @@ ghl_store_write(Oid umid, const GhlToken *token)
 				  GHL_STORE_NCOLUMNS + 1, argtypes, values, nulls,
 				  SPI_OK_INSERT);
 	SPI_finish();
+}
+
+/*
+ * Take one of a mapping's locks at session level, so that no commit
+ * releases it (the token worker holds its lock across its own commits);
+ * ghl_store_unlock() or an abort does.  It is an object lock whose class
+ * is the token store itself: no SQL function takes locks of that kind,
+ * unlike advisory locks, which any role could take and hold to stop every
+ * refresh of the mapping.  The wait ends on cancel and statement_timeout
+ * like any lock wait.  *tag is what ghl_store_unlock() needs: releasing
+ * then looks nothing up.
+ */
+void
+ghl_store_lock(Oid umid, GhlStoreLock purpose, LOCKTAG *tag)
+{
+	SET_LOCKTAG_OBJECT(*tag, MyDatabaseId, store_relid(), umid,
+					   (uint16) purpose);
+	(void) LockAcquire(tag, ExclusiveLock, true, false);
+}
+
+/* Release a lock of ghl_store_lock(). */
+void
+ghl_store_unlock(const LOCKTAG *tag)
+{
+	LockRelease(tag, ExclusiveLock, true);
 }
