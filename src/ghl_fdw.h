@@ -376,8 +376,11 @@ typedef struct GhlToken
 extern char *ghl_auth_seed_fingerprint(GhlOptions *options);
 extern bool ghl_auth_token_usable(GhlOptions *options, const GhlToken *token,
 								  const char *rejected);
+struct GhlTokenResponse;
 extern void ghl_auth_grant(GhlConnection *conn, GhlOptions *options,
-						   GhlToken *token);
+						   GhlToken *token, struct GhlTokenResponse *answer);
+extern void ghl_auth_accept_grant(GhlOptions *options, GhlToken *token,
+								  const struct GhlTokenResponse *answer);
 extern void ghl_auth_location_token(GhlConnection *conn, GhlOptions *options,
 									GhlToken *token);
 
@@ -471,12 +474,17 @@ extern char *ghl_json_search_body(const char *location_id, int page_limit,
 extern char *ghl_json_task_search_body(List *filters, int limit, int skip);
 extern List *ghl_json_page_strings(GhlJsonPage *page, const char *key);
 
-/* The fields of a token endpoint's answer that auth.c uses. */
+/*
+ * The members of a token endpoint's answer that auth.c uses; NULL or -1
+ * when absent or malformed.
+ */
 typedef struct GhlTokenResponse
 {
+	bool		is_object;		/* the answer was a JSON object */
+	const char *malformed;		/* first member of the wrong form, or NULL */
 	char	   *access_token;
 	char	   *refresh_token;
-	int64		expires_in;		/* seconds */
+	int64		expires_in;		/* seconds, not negative */
 	char	   *scope;			/* space separated */
 	char	   *user_type;
 	char	   *company_id;
@@ -484,7 +492,6 @@ typedef struct GhlTokenResponse
 } GhlTokenResponse;
 
 extern void ghl_json_token_response(const char *data, size_t len,
-									const char *server_name,
 									GhlTokenResponse *out);
 
 /* a request body of a write, built field by field */

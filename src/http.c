@@ -869,7 +869,8 @@ ghl_http_execute(GhlConnection *conn, const GhlRequest *request,
 		memcpy(response->data, conn->buf, conn->len);
 	response->data[conn->len] = '\0';
 
-	if (status >= 200 && status < 300)
+	/* a token endpoint's answer is parsed whatever its type, never shown */
+	if (status >= 200 && status < 300 && !request->token_request)
 		ghl_check_json(conn, response);
 
 	error_context_stack = errcallback.previous;

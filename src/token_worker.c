@@ -90,16 +90,21 @@ job_copy(char *dst, size_t size, const char *src)
 
 /*
  * Save the token and commit at once, then go on in a new transaction: from
- * here on the new refresh token survives whatever happens next.
+ * here on the new refresh token survives whatever happens next.  The
+ * worker's memory context, which holds the token, outlives the commit;
+ * the transaction's memory does not.
  */
 static void
 commit_token(Oid umid, GhlToken *token)
 {
+	MemoryContext cxt = CurrentMemoryContext;
+
 	ghl_store_write(umid, token);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
+	MemoryContextSwitchTo(cxt);
 }
 
 /*
@@ -145,7 +150,13 @@ obtain_token(GhlTokenJob *job)
 		if (!company || token.agency_token == NULL ||
 			token.agency_expires_at <= margin_end || job->rejected[0] != '\0')
 		{
-			ghl_auth_grant(conn, options, &token);
+			GhlTokenResponse answer;
+
+			/* the new refresh token is the only one left: save it first */
+			ghl_auth_grant(conn, options, &token, &answer);
+			if (options->auth_mode == GHL_AUTH_REFRESH_TOKEN)
+				commit_token(options->umid, &token);
+			ghl_auth_accept_grant(options, &token, &answer);
 			commit_token(options->umid, &token);
 		}
 		if (company)
@@ -208,6 +219,10 @@ ghl_token_worker_main(Datum arg)
 	{
 		StartTransactionCommand();
 		PushActiveSnapshot(GetTransactionSnapshot());
+		/* what obtain_token() keeps must survive its commits */
+		MemoryContextSwitchTo(AllocSetContextCreate(TopMemoryContext,
+													"ghl_fdw token refresh",
+													ALLOCSET_DEFAULT_SIZES));
 		obtain_token(job);
 		PopActiveSnapshot();
 		CommitTransactionCommand();
