@@ -14,3 +14,7 @@ BEGIN
         SELECT objid FROM pg_catalog.pg_event_trigger_dropped_objects()
         WHERE object_type OPERATOR(pg_catalog.=) 'user mapping');
 END $$;
+
+-- Security: request_stats() shows only the servers the caller may use, so
+-- its view is open to everybody.
+GRANT SELECT ON ghl_fdw.request_stats TO PUBLIC;

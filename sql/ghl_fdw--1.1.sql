@@ -606,6 +606,8 @@ AS 'MODULE_PATHNAME', 'ghl_fdw_request_stats'
 LANGUAGE C STRICT VOLATILE;
 
 CREATE VIEW request_stats AS SELECT * FROM request_stats();
+-- everybody sees the counters of the servers it may use, and only those
+GRANT SELECT ON request_stats TO PUBLIC;
 
 CREATE FUNCTION request_stats_reset()
 RETURNS void

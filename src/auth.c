@@ -29,6 +29,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
@@ -572,6 +573,24 @@ ghl_auth_require_scope(GhlConnection *conn, GhlOptions *options,
 }
 
 /*
+ * The options of a server for the SQL functions below, which act for the
+ * current user: only a role that may use the server, with a user mapping
+ * for it, gets to look at its token or make it refresh.
+ */
+static GhlOptions *
+caller_options(text *server_name)
+{
+	ForeignServer *server = GetForeignServerByName(text_to_cstring(server_name),
+												   false);
+	AclResult	aclresult = pg_foreign_server_aclcheck(server->serverid,
+													   GetUserId(), ACL_USAGE);
+
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, OBJECT_FOREIGN_SERVER, server->servername);
+	return ghl_get_options(server->serverid, GetUserId());
+}
+
+/*
  * SQL: ghl_fdw.require_scope(server_name, scope).  The check writes make
  * before their first request, callable on its own so scripts can find a
  * token without the scope before they start.
@@ -579,9 +598,7 @@ ghl_auth_require_scope(GhlConnection *conn, GhlOptions *options,
 Datum
 ghl_fdw_require_scope(PG_FUNCTION_ARGS)
 {
-	ForeignServer *server = GetForeignServerByName(text_to_cstring(PG_GETARG_TEXT_PP(0)),
-												   false);
-	GhlOptions *options = ghl_get_options(server->serverid, GetUserId());
+	GhlOptions *options = caller_options(PG_GETARG_TEXT_PP(0));
 
 	ghl_auth_require_scope(ghl_get_connection(options), options,
 						   text_to_cstring(PG_GETARG_TEXT_PP(1)));
@@ -623,9 +640,7 @@ scopes_array(const char *scopes)
 Datum
 ghl_fdw_token_status(PG_FUNCTION_ARGS)
 {
-	ForeignServer *server = GetForeignServerByName(text_to_cstring(PG_GETARG_TEXT_PP(0)),
-												   false);
-	GhlOptions *options = ghl_get_options(server->serverid, GetUserId());
+	GhlOptions *options = caller_options(PG_GETARG_TEXT_PP(0));
 	TupleDesc	tupdesc;
 	Datum		values[7];
 	bool		nulls[7] = {0};

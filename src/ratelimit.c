@@ -34,6 +34,7 @@
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
@@ -473,7 +474,8 @@ ghl_sleep_ms(long ms)
 }
 
 /*
- * ghl_fdw.request_stats(): the counters of the servers of this database.
+ * ghl_fdw.request_stats(): the counters of the servers of this database
+ * that the current user may use; the others are none of its business.
  * They are copied out under the lock and named after it, since a catalog
  * lookup must not run while an LWLock is held.
  */
@@ -505,7 +507,9 @@ ghl_fdw_request_stats(PG_FUNCTION_ARGS)
 		bool		nulls[GHL_NUM_COUNTERS + 2];
 		int			c;
 
-		if (server == NULL)
+		if (server == NULL ||
+			pg_foreign_server_aclcheck(server->serverid, GetUserId(),
+									   ACL_USAGE) != ACLCHECK_OK)
 			continue;
 		memset(nulls, 0, sizeof(nulls));
 		values[0] = CStringGetTextDatum(server->servername);
