@@ -338,6 +338,7 @@ extern void ghl_governor_observe(const GhlOptions *options,
 								 const GhlRateLimit *rate,
 								 long status, long wait_ms);
 extern void ghl_count(const GhlOptions *options, GhlCounter which, int64 n);
+extern long ghl_statement_ms_left(void);
 extern void ghl_sleep_ms(long ms);
 
 /*
