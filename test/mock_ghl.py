@@ -195,7 +195,7 @@ class RateLimiter:
 
 
 FAULT_KINDS = {"status", "delay", "slow_body", "reset", "truncate", "html", "wrong_content_type",
-               "bad_json", "wrong_types", "big"}
+               "bad_json", "wrong_types", "big", "headers", "patch"}
 WRONG_TYPES = {"dnd": "maybe", "tags": "x", "dateAdded": 12, "dateUpdated": False, "customFields": "oops",
                "completed": "yes", "dueDate": 7, "firstName": 42, "phone": 5551234, "startTime": True,
                "total": "many", "searchAfter": "zzz"}
@@ -215,7 +215,9 @@ class FaultInjector:
                  "skip": int(spec.get("skip", 0)), "status": spec.get("status"),
                  "body": spec.get("body"), "delay_ms": int(spec.get("delay_ms", 1000)),
                  "size_bytes": int(spec.get("size_bytes", 1 << 20)),
-                 "retry_after": spec.get("retry_after"), "after_bytes": spec.get("after_bytes")}
+                 "retry_after": spec.get("retry_after"), "after_bytes": spec.get("after_bytes"),
+                 "headers": dict(spec.get("headers") or {}), "set": dict(spec.get("set") or {}),
+                 "drop": list(spec.get("drop") or [])}
         try:
             fault["regex"] = re.compile(fault["path"])
         except re.error as e:
@@ -858,8 +860,13 @@ class MockGhl:
 
     @staticmethod
     def _encode(status, headers, payload, fault):
-        """Serialise outside the lock; some faults corrupt the payload or its Content-Type."""
+        """Serialise outside the lock; some faults corrupt the payload, its Content-Type or
+        headers: "headers" overrides response headers, "patch" sets and drops top-level keys."""
         kind = fault["kind"] if fault else None
+        if kind == "headers":
+            headers = {**headers, **fault["headers"]}
+        if kind == "patch" and isinstance(payload, dict):
+            payload = {**{k: v for k, v in payload.items() if k not in fault["drop"]}, **fault["set"]}
         body = to_json(scramble_types(payload) if kind == "wrong_types" else payload)
         if kind == "big" and isinstance(payload, dict):
             body = to_json(dict(payload, _padding="x" * max(0, fault["size_bytes"] - len(body) - 14)))
