@@ -364,12 +364,13 @@ CREATE USER MAPPING IF NOT EXISTS FOR CURRENT_USER SERVER sec_oauth
         self.assertNotIn("sec_hidden", out)
         self.assertIn("sec_hidden", admin("SELECT server_name FROM ghl_fdw.request_stats"))
 
-    def test_statements_with_secrets_stay_out_of_the_log(self):
+    def test_statement_with_a_secret_warns_when_logged(self):
         # the log records DDL: a statement that sets a secret warns, without
         # quoting it; one that sets none does not
         admin(f"ALTER ROLE {ROLE} SET log_statement = 'ddl'")
         try:
-            _, _, err, _ = run("CREATE USER MAPPING FOR CURRENT_USER SERVER sec_warn "
+            _, _, err, _ = run("DROP USER MAPPING IF EXISTS FOR CURRENT_USER SERVER sec_warn;\n"
+                               "CREATE USER MAPPING FOR CURRENT_USER SERVER sec_warn "
                                "OPTIONS (access_token 'sec-logged-0123');\n"
                                "ALTER USER MAPPING FOR CURRENT_USER SERVER sec_warn "
                                "OPTIONS (ADD user_type 'Location');\n")
@@ -380,9 +381,10 @@ CREATE USER MAPPING IF NOT EXISTS FOR CURRENT_USER SERVER sec_oauth
         self.assertIn("DETAIL:  Statements are logged because of log_statement = 'ddl'.", err)
         self.assertNotIn("sec-logged-0123", err)
 
+    def test_validator_errors_leave_the_statement_out_of_the_log(self):
         # by default nothing warns, and an error of the validator leaves the
         # statement, secret included, out of the log
-        rc, _, err, _ = run("DROP USER MAPPING FOR CURRENT_USER SERVER sec_warn;\n"
+        rc, _, err, _ = run("DROP USER MAPPING IF EXISTS FOR CURRENT_USER SERVER sec_warn;\n"
                             "CREATE USER MAPPING FOR CURRENT_USER SERVER sec_warn "
                             "OPTIONS (access_token 'sec-hidden-4567', client_id 'x');\n",
                             check=False)
