@@ -550,13 +550,15 @@ REVOKE ALL ON ghl_fdw.token_store FROM PUBLIC;
 -- mapping owners call token_status(); the store itself stays closed
 GRANT USAGE ON SCHEMA ghl_fdw TO PUBLIC;
 
--- the tokens of a dropped user mapping must not outlive it
+-- the tokens of a dropped user mapping must not outlive it; this runs as
+-- the store's owner, so nothing of the dropping role's may resolve in it
 CREATE FUNCTION ghl_fdw.forget_dropped_tokens() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     DELETE FROM ghl_fdw.token_store
-    WHERE umid IN (SELECT objid FROM pg_event_trigger_dropped_objects()
-                   WHERE object_type = 'user mapping');
+    WHERE umid OPERATOR(pg_catalog.=) ANY (
+        SELECT objid FROM pg_catalog.pg_event_trigger_dropped_objects()
+        WHERE object_type OPERATOR(pg_catalog.=) 'user mapping');
 END $$;
 REVOKE ALL ON FUNCTION ghl_fdw.forget_dropped_tokens() FROM PUBLIC;
 
@@ -604,6 +606,8 @@ AS 'MODULE_PATHNAME', 'ghl_fdw_request_stats'
 LANGUAGE C STRICT VOLATILE;
 
 CREATE VIEW request_stats AS SELECT * FROM request_stats();
+-- everybody sees the counters of the servers it may use, and only those
+GRANT SELECT ON request_stats TO PUBLIC;
 
 CREATE FUNCTION request_stats_reset()
 RETURNS void

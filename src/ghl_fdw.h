@@ -344,6 +344,7 @@ extern void ghl_governor_observe(const GhlOptions *options,
 								 const GhlRateLimit *rate,
 								 long status, long wait_ms);
 extern void ghl_count(const GhlOptions *options, GhlCounter which, int64 n);
+extern long ghl_statement_ms_left(void);
 extern void ghl_sleep_ms(long ms);
 
 /*
@@ -382,17 +383,31 @@ typedef struct GhlToken
 extern char *ghl_auth_seed_fingerprint(GhlOptions *options);
 extern bool ghl_auth_token_usable(GhlOptions *options, const GhlToken *token,
 								  const char *rejected);
+struct GhlTokenResponse;
 extern void ghl_auth_grant(GhlConnection *conn, GhlOptions *options,
-						   GhlToken *token);
+						   GhlToken *token, struct GhlTokenResponse *answer);
+extern void ghl_auth_accept_grant(GhlOptions *options, GhlToken *token,
+								  const struct GhlTokenResponse *answer);
 extern void ghl_auth_location_token(GhlConnection *conn, GhlOptions *options,
 									GhlToken *token);
 
 /*
  * in token_store.c
  */
+
+/* what one of a mapping's locks serializes */
+typedef enum GhlStoreLock
+{
+	GHL_STORE_LOCK_LAUNCH = 1,	/* backends about to start a token worker */
+	GHL_STORE_LOCK_REFRESH = 2	/* token workers asking the token endpoint */
+} GhlStoreLock;
+
+struct LOCKTAG;
 extern bool ghl_store_read(Oid umid, GhlToken *token);
 extern void ghl_store_write(Oid umid, const GhlToken *token);
 extern Oid	ghl_store_owner(void);
+extern void ghl_store_lock(Oid umid, GhlStoreLock purpose, struct LOCKTAG *tag);
+extern void ghl_store_unlock(const struct LOCKTAG *tag);
 
 /*
  * in token_worker.c
@@ -466,12 +481,17 @@ extern char *ghl_json_search_body(const char *location_id, int page_limit,
 extern char *ghl_json_task_search_body(List *filters, int limit, int skip);
 extern List *ghl_json_page_strings(GhlJsonPage *page, const char *key);
 
-/* The fields of a token endpoint's answer that auth.c uses. */
+/*
+ * The members of a token endpoint's answer that auth.c uses; NULL or -1
+ * when absent or malformed.
+ */
 typedef struct GhlTokenResponse
 {
+	bool		is_object;		/* the answer was a JSON object */
+	const char *malformed;		/* first member of the wrong form, or NULL */
 	char	   *access_token;
 	char	   *refresh_token;
-	int64		expires_in;		/* seconds */
+	int64		expires_in;		/* seconds, not negative */
 	char	   *scope;			/* space separated */
 	char	   *user_type;
 	char	   *company_id;
@@ -479,7 +499,6 @@ typedef struct GhlTokenResponse
 } GhlTokenResponse;
 
 extern void ghl_json_token_response(const char *data, size_t len,
-									const char *server_name,
 									GhlTokenResponse *out);
 
 /* a request body of a write, built field by field */

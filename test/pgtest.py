@@ -9,11 +9,17 @@ DB = os.environ.get("GHL_TEST_DB", "ghl_test")
 MOCK_URL = os.environ.get("MOCK_URL", "")
 
 
-def psql(sql, db=DB, check=True, timeout=600):
+def login_env(user):
+    """The environment of a psql that logs in as user (None: the test's
+    superuser); test roles are given the superuser's password."""
+    return dict(os.environ, PGUSER=user) if user else None
+
+
+def psql(sql, db=DB, check=True, timeout=600, user=None):
     """Run sql in a new session; return (returncode, stdout, stderr)."""
     proc = subprocess.run(
         ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db],
-        input=sql, capture_output=True, text=True, timeout=timeout)
+        input=sql, capture_output=True, text=True, timeout=timeout, env=login_env(user))
     if check and proc.returncode != 0:
         raise AssertionError(f"psql failed: {proc.stderr.strip()}")
     return proc.returncode, proc.stdout.strip(), proc.stderr.strip()
@@ -24,12 +30,12 @@ def psql_value(sql, db=DB):
     return psql(sql, db=db)[1].splitlines()[-1]
 
 
-def start_psql(sql, db=DB):
+def start_psql(sql, db=DB, user=None):
     """Start a session running sql in the background; returns the Popen."""
     proc = subprocess.Popen(
         ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+        text=True, env=login_env(user))
     proc.stdin.write(sql)
     proc.stdin.close()
     return proc
