@@ -12,7 +12,10 @@ OBJS = \
 	src/ratelimit.o \
 	src/resource.o \
 	src/token_store.o \
-	src/token_worker.o
+	src/token_worker.o \
+	src/webhook.o \
+	src/webhook_apply.o \
+	src/webhook_keys.o
 
 EXTENSION = ghl_fdw
 DATA = sql/ghl_fdw--1.0.sql sql/ghl_fdw--1.1.sql sql/ghl_fdw--1.0--1.1.sql
@@ -23,8 +26,8 @@ REGRESS_OPTS = --outputdir=test/results
 PG_CONFIG ?= pg_config
 PKG_CONFIG ?= pkg-config
 
-PG_CPPFLAGS = $(shell $(PKG_CONFIG) --cflags libcurl json-c)
-SHLIB_LINK = $(shell $(PKG_CONFIG) --libs libcurl json-c)
+PG_CPPFLAGS = $(shell $(PKG_CONFIG) --cflags libcurl json-c libcrypto)
+SHLIB_LINK = $(shell $(PKG_CONFIG) --libs libcurl json-c libcrypto)
 PG_CFLAGS = -Werror
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -42,3 +45,4 @@ valgrind-check:
 
 demo:
 	test/demo.sh
+
