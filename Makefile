@@ -46,3 +46,21 @@ valgrind-check:
 demo:
 	test/demo.sh
 
+# the webhook receiver, a program of its own (src/webhookd/Makefile)
+.PHONY: webhookd install-webhookd uninstall-webhookd clean-webhookd
+all: webhookd
+install: install-webhookd
+uninstall: uninstall-webhookd
+clean: clean-webhookd
+
+webhookd:
+	$(MAKE) -C src/webhookd PG_CONFIG=$(PG_CONFIG)
+
+install-webhookd: webhookd
+	$(MAKE) -C src/webhookd PG_CONFIG=$(PG_CONFIG) install
+
+uninstall-webhookd:
+	$(MAKE) -C src/webhookd PG_CONFIG=$(PG_CONFIG) uninstall
+
+clean-webhookd:
+	$(MAKE) -C src/webhookd PG_CONFIG=$(PG_CONFIG) clean
