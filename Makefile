@@ -47,7 +47,7 @@ demo:
 	test/demo.sh
 
 # the webhook receiver, a program of its own (src/webhookd/Makefile)
-.PHONY: webhookd install-webhookd uninstall-webhookd clean-webhookd
+.PHONY: webhookd install-webhookd uninstall-webhookd clean-webhookd bench-webhooks
 all: webhookd
 install: install-webhookd
 uninstall: uninstall-webhookd
@@ -64,3 +64,6 @@ uninstall-webhookd:
 
 clean-webhookd:
 	$(MAKE) -C src/webhookd PG_CONFIG=$(PG_CONFIG) clean
+
+bench-webhooks:
+	bench/webhook_replay.sh
