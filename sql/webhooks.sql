@@ -195,7 +195,7 @@ SELECT test.error_of($$INSERT INTO ghl_fdw.webhook_keys (key_id, algorithm, publ
                        SELECT 'regress-bad', 'ed25519', public_key FROM ghl_fdw.webhook_keys
                        WHERE key_id = 'highlevel-rsa-legacy'$$);
 SELECT test.error_of($$INSERT INTO ghl_fdw.webhook_keys VALUES ('regress-bad', 'hmac-sha256', 'secret')$$);
-SELECT test.error_of($$INSERT INTO ghl_fdw.webhook_keys VALUES ('regress-bad', 'rsa-sha256', '-----BEGIN PUBLIC KEY-----
+SELECT test.error_detail_of($$INSERT INTO ghl_fdw.webhook_keys VALUES ('regress-bad', 'rsa-sha256', '-----BEGIN PUBLIC KEY-----
 MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDZxJyLCfMKW+fncmZUGRpMHpol
 YjAYKHQPvm8FYk4OtA5tKgVs3/FMNo2TVCFflpIZ5TxHkIAxPA0DzFB1GFeXKaNo
 mAvCCYaHkyT/CQ7CjhNmQk6oNt+pzLx/MNKWsw1V1BTJo0WL89De30hO2Ep7Qw51

@@ -115,8 +115,10 @@ parse_public_key(const GhlSignatureAlgorithm *algorithm, const char *pem,
 {
 	BIO		   *bio;
 	EVP_PKEY   *pkey;
-	char	   *problem = NULL;
-	char	   *detail = NULL;
+	bool		parsed;
+	int			key_type = 0;
+	int			bits = 0;
+	char	   *reason = NULL;
 
 	ERR_clear_error();
 	bio = BIO_new_mem_buf(pem, -1);
@@ -127,29 +129,38 @@ parse_public_key(const GhlSignatureAlgorithm *algorithm, const char *pem,
 	pkey = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
 	BIO_free(bio);
 
-	if (pkey == NULL)
+	parsed = pkey != NULL;
+	if (parsed)
 	{
-		problem = "is not a PEM public key";
-		detail = psprintf("OpenSSL: %s.", openssl_reason());
+		key_type = EVP_PKEY_get_base_id(pkey);
+		bits = EVP_PKEY_get_bits(pkey);
+		if (key_type == algorithm->key_type && bits >= algorithm->min_bits)
+			return pkey;
+		EVP_PKEY_free(pkey);
 	}
-	else if (EVP_PKEY_get_base_id(pkey) != algorithm->key_type)
-		problem = psprintf("is not %s key", algorithm->key_label);
-	else if (EVP_PKEY_get_bits(pkey) < algorithm->min_bits)
-	{
-		problem = "is too short";
-		detail = psprintf("It has %d bits; at least %d are needed.",
-						  EVP_PKEY_get_bits(pkey), algorithm->min_bits);
-	}
-	if (problem == NULL)
-		return pkey;
+	else
+		reason = openssl_reason();
 
-	EVP_PKEY_free(pkey);
-	ereport(elevel,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("public key of webhook key \"%s\" %s", key_id, problem),
-			 detail ? errdetail("%s", detail) : 0,
-			 errhint("Give the SubjectPublicKeyInfo PEM (\"-----BEGIN PUBLIC KEY-----\") of %s key, as its algorithm %s says.",
-					 algorithm->key_label, algorithm->name)));
+	if (!parsed)
+		ereport(elevel,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("public key of webhook key \"%s\" is not a PEM public key", key_id),
+				 errdetail("OpenSSL: %s.", reason),
+				 errhint("Give the SubjectPublicKeyInfo PEM (\"-----BEGIN PUBLIC KEY-----\") of %s key.",
+						 algorithm->key_label)));
+	else if (key_type != algorithm->key_type)
+		ereport(elevel,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("public key of webhook key \"%s\" is not %s key", key_id,
+						algorithm->key_label),
+				 errhint("The algorithm %s needs %s key.", algorithm->name,
+						 algorithm->key_label)));
+	else
+		ereport(elevel,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("public key of webhook key \"%s\" is too short", key_id),
+				 errdetail("It has %d bits; at least %d are needed.",
+						   bits, algorithm->min_bits)));
 	return NULL;
 }
 
