@@ -77,6 +77,10 @@ set_parameters(Pool *pool, const char *dsn)
 	pool->values[4] = NULL;
 }
 
+/*
+ * A pool of size slots; no connection is opened until a delivery needs
+ * one, so the receiver starts while the database is still away.
+ */
 Pool *
 pool_create(const char *dsn, int size)
 {
@@ -159,6 +163,7 @@ acquire(Pool *pool, int wait_ms)
 	return slot;
 }
 
+/* Give a slot back and wake one delivery waiting for it. */
 static void
 release(Pool *pool, PoolSlot *slot)
 {

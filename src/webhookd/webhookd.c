@@ -70,6 +70,7 @@ monotonic_us(void)
 	return (int64_t) now.tv_sec * 1000000 + now.tv_nsec / 1000;
 }
 
+/* --help: what the program does, its options and its answers. */
 static void
 usage(void)
 {
@@ -286,6 +287,10 @@ parse_arguments(int argc, char **argv, WebhookdConfig *config)
 		bad_usage("--listen takes HOST:PORT");
 }
 
+/*
+ * Read the settings, start listening, and wait for a stop signal; the
+ * receiver's threads do the work.
+ */
 int
 main(int argc, char **argv)
 {
