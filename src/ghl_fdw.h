@@ -17,10 +17,12 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "nodes/pathnodes.h"
 #include "nodes/pg_list.h"
+#include "utils/jsonb.h"
 #include "utils/relcache.h"
 
 #define GHL_FDW_VERSION			"1.1"
@@ -91,6 +93,11 @@ extern char *ghl_camel_case(const char *column_name);
 extern void ghl_check_url(const char *option, const char *url, bool restricted,
 						  const char *server_name);
 extern void _PG_init(void);
+
+/* webhook deliveries: see webhook.c */
+extern int	ghl_webhook_max_age;
+extern bool ghl_webhook_allow_unsigned;
+extern int	ghl_webhook_retention;
 
 /*
  * in resource.c
@@ -579,5 +586,46 @@ extern List *ghl_request_plan_to_list(GhlRequestPlan *plan);
 extern GhlRequestPlan *ghl_request_plan_from_list(List *list);
 extern char *ghl_request_plan_describe(GhlRequestPlan *plan,
 									   const GhlResource *resource);
+
+/*
+ * in webhook.c
+ */
+
+/* One verified webhook delivery, as the apply hook sees it. */
+typedef struct GhlWebhookEvent
+{
+	const char *webhook_id;
+	const char *type;			/* as sent: ContactCreate, INSTALL, ... */
+	const char *location_id;	/* NULL when absent (agency-level installs) */
+	const char *company_id;		/* NULL when absent */
+	TimestampTz timestamp;		/* when HighLevel sent it */
+	Jsonb	   *body;			/* the whole delivery */
+} GhlWebhookEvent;
+
+extern Oid	ghl_webhook_table(const char *relname, Oid *owner);
+extern uint64 ghl_webhook_execute(Oid owner, SPIPlanPtr *plan, const char *sql,
+								  int nargs, Oid *argtypes, Datum *values,
+								  const char *nulls);
+
+/*
+ * in webhook_keys.c
+ */
+typedef enum GhlSignatureCheck
+{
+	GHL_SIGNATURE_VERIFIED,		/* an enabled key verified it */
+	GHL_SIGNATURE_MALFORMED,	/* not base64, or of the wrong length */
+	GHL_SIGNATURE_NO_KEY,		/* no enabled key of its algorithm */
+	GHL_SIGNATURE_MISMATCH		/* no enabled key verifies it */
+} GhlSignatureCheck;
+
+extern GhlSignatureCheck ghl_webhook_verify(const char *algorithm,
+											const char *signature,
+											const char *data, size_t len,
+											char **key_id);
+
+/*
+ * in webhook_apply.c
+ */
+extern const char *ghl_webhook_apply(const GhlWebhookEvent *event);
 
 #endif							/* GHL_FDW_H */

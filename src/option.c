@@ -39,6 +39,10 @@ char	   *ghl_allowed_hosts = NULL;
 #define GHL_HOST_CHARS	"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-"
 #define GHL_IPV6_CHARS	"0123456789abcdefABCDEF:."
 
+int			ghl_webhook_max_age = 300;
+bool		ghl_webhook_allow_unsigned = false;
+int			ghl_webhook_retention = 7 * 24 * 3600;
+
 /* How an option's value is checked by the validator. */
 typedef enum GhlOptionKind
 {
@@ -797,6 +801,38 @@ _PG_init(void)
 							   PGC_SUSET,
 							   GUC_LIST_INPUT,
 							   check_allowed_hosts, NULL, NULL);
+
+	/* superuser only: the daemon's role must not be able to loosen them */
+	DefineCustomIntVariable("ghl_fdw.webhook_max_age",
+							"Largest age of a webhook delivery's timestamp that apply_webhook accepts.",
+							"Older deliveries, and deliveries as far in the future, are refused as possible replays.",
+							&ghl_webhook_max_age,
+							300,
+							1,
+							7 * 24 * 3600,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("ghl_fdw.webhook_allow_unsigned",
+							 "Lets apply_webhook accept deliveries that carry no signature.",
+							 "For local tests only: anyone who reaches the receiver could then forge events.",
+							 &ghl_webhook_allow_unsigned,
+							 false,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ghl_fdw.webhook_retention",
+							"How long the webhook ledger keeps deliveries.",
+							"Deliveries younger than twice ghl_fdw.webhook_max_age are always kept.",
+							&ghl_webhook_retention,
+							7 * 24 * 3600,
+							60,
+							INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("ghl_fdw");
 

@@ -2,7 +2,10 @@
 test cluster and talk to the mock GHL API's admin interface."""
 import json
 import os
+import shutil
+import socket
 import subprocess
+import tempfile
 import urllib.request
 
 DB = os.environ.get("GHL_TEST_DB", "ghl_test")
@@ -49,3 +52,52 @@ def mock(method, path, body=None):
     with urllib.request.urlopen(req, timeout=120) as resp:
         raw = resp.read()
     return json.loads(raw) if raw else None
+
+
+PGBIN = os.environ.get("GHL_PGBIN", "/usr/lib/postgresql/15/bin")
+
+
+def as_server(args, **kw):
+    """Run a server program as postgres when we are root (initdb refuses root)."""
+    if os.geteuid() == 0:
+        args = ["runuser", "-u", "postgres", "--"] + args
+    return subprocess.run(args, check=True, capture_output=True, text=True, **kw)
+
+
+class Cluster:
+    """A throwaway cluster of a test's own: trust authentication, a Unix
+    socket in a temporary directory, no TCP, no preloaded libraries."""
+
+    def __init__(self, prefix):
+        self.dir = tempfile.mkdtemp(prefix=prefix)
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = str(s.getsockname()[1])
+        as_server([PGBIN + "/initdb", "-D", self.dir + "/data", "-A", "trust", "-U", "postgres"])
+        self.start()
+
+    def start(self):
+        as_server([PGBIN + "/pg_ctl", "-D", self.dir + "/data", "-w", "-l", self.dir + "/log",
+                   "start", "-o", f"-k {self.dir} -p {self.port} -c listen_addresses= -c fsync=off"])
+
+    def stop(self, mode="fast"):
+        as_server([PGBIN + "/pg_ctl", "-D", self.dir + "/data", "-m", mode, "-w", "stop"])
+
+    def destroy(self):
+        self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def conninfo(self, user="postgres"):
+        return f"host={self.dir} port={self.port} user={user} dbname=postgres"
+
+    def psql(self, sql, user="postgres", check=True):
+        """Run sql as user; the finished process (AssertionError on failure
+        when check)."""
+        proc = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                               "-d", self.conninfo(user)],
+                              input=sql, capture_output=True, text=True, timeout=120)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"psql failed: {proc.stderr.strip()}")
+        return proc
