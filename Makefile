@@ -19,7 +19,10 @@ OBJS = \
 	src/sync_worker.o \
 	src/verify.o \
 	src/pull.o \
-	src/http_multi_stub.o
+	src/http_multi_stub.o \
+	src/webhook.o \
+	src/webhook_apply.o \
+	src/webhook_keys.o
 
 EXTENSION = ghl_fdw
 DATA = sql/ghl_fdw--1.0.sql sql/ghl_fdw--1.1.sql sql/ghl_fdw--1.0--1.1.sql
@@ -32,8 +35,8 @@ NO_INSTALLCHECK = 1
 PG_CONFIG ?= pg_config
 PKG_CONFIG ?= pkg-config
 
-PG_CPPFLAGS = $(shell $(PKG_CONFIG) --cflags libcurl json-c)
-SHLIB_LINK = $(shell $(PKG_CONFIG) --libs libcurl json-c)
+PG_CPPFLAGS = $(shell $(PKG_CONFIG) --cflags libcurl json-c libcrypto)
+SHLIB_LINK = $(shell $(PKG_CONFIG) --libs libcurl json-c libcrypto)
 PG_CFLAGS = -Werror
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -80,3 +83,25 @@ dist:
 	cd dist-check && unzip -q $(DIST_NAME).zip
 	$(PYTHON) test/check_meta.py dist-check/$(DIST_NAME) || { rm -rf dist-check; exit 1; }
 	mv dist-check/$(DIST_NAME).zip . && rm -rf dist-check
+
+# the webhook receiver, a program of its own (src/webhookd/Makefile)
+.PHONY: webhookd install-webhookd uninstall-webhookd clean-webhookd bench-webhooks
+all: webhookd
+install: install-webhookd
+uninstall: uninstall-webhookd
+clean: clean-webhookd
+
+webhookd:
+	$(MAKE) -C src/webhookd PG_CONFIG=$(PG_CONFIG)
+
+install-webhookd: webhookd
+	$(MAKE) -C src/webhookd PG_CONFIG=$(PG_CONFIG) install
+
+uninstall-webhookd:
+	$(MAKE) -C src/webhookd PG_CONFIG=$(PG_CONFIG) uninstall
+
+clean-webhookd:
+	$(MAKE) -C src/webhookd PG_CONFIG=$(PG_CONFIG) clean
+
+bench-webhooks:
+	bench/webhook_replay.sh

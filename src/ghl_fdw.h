@@ -17,12 +17,14 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "nodes/pathnodes.h"
 #include "nodes/pg_list.h"
 #include "storage/lock.h"
 #include "access/tupdesc.h"
+#include "utils/jsonb.h"
 #include "utils/relcache.h"
 #include "utils/tuplestore.h"
 
@@ -97,6 +99,11 @@ extern char *ghl_camel_case(const char *column_name);
 extern void ghl_check_url(const char *option, const char *url, bool restricted,
 						  const char *server_name);
 extern void _PG_init(void);
+
+/* webhook deliveries: see webhook.c */
+extern int	ghl_webhook_max_age;
+extern bool ghl_webhook_allow_unsigned;
+extern int	ghl_webhook_retention;
 
 /*
  * in resource.c
@@ -359,6 +366,7 @@ extern void ghl_governor_observe(const GhlOptions *options,
 								 const GhlRateLimit *rate,
 								 long status, long wait_ms);
 extern void ghl_count(const GhlOptions *options, GhlCounter which, int64 n);
+extern long ghl_statement_ms_left(void);
 extern void ghl_sleep_ms(long ms);
 
 /*
@@ -397,17 +405,31 @@ typedef struct GhlToken
 extern char *ghl_auth_seed_fingerprint(GhlOptions *options);
 extern bool ghl_auth_token_usable(GhlOptions *options, const GhlToken *token,
 								  const char *rejected);
+struct GhlTokenResponse;
 extern void ghl_auth_grant(GhlConnection *conn, GhlOptions *options,
-						   GhlToken *token);
+						   GhlToken *token, struct GhlTokenResponse *answer);
+extern void ghl_auth_accept_grant(GhlOptions *options, GhlToken *token,
+								  const struct GhlTokenResponse *answer);
 extern void ghl_auth_location_token(GhlConnection *conn, GhlOptions *options,
 									GhlToken *token);
 
 /*
  * in token_store.c
  */
+
+/* what one of a mapping's locks serializes */
+typedef enum GhlStoreLock
+{
+	GHL_STORE_LOCK_LAUNCH = 1,	/* backends about to start a token worker */
+	GHL_STORE_LOCK_REFRESH = 2	/* token workers asking the token endpoint */
+} GhlStoreLock;
+
+struct LOCKTAG;
 extern bool ghl_store_read(Oid umid, GhlToken *token);
 extern void ghl_store_write(Oid umid, const GhlToken *token);
 extern Oid	ghl_store_owner(void);
+extern void ghl_store_lock(Oid umid, GhlStoreLock purpose, struct LOCKTAG *tag);
+extern void ghl_store_unlock(const struct LOCKTAG *tag);
 
 /*
  * in token_worker.c
@@ -482,12 +504,17 @@ extern char *ghl_json_search_body(const char *location_id, int page_limit,
 extern char *ghl_json_task_search_body(List *filters, int limit, int skip);
 extern List *ghl_json_page_strings(GhlJsonPage *page, const char *key);
 
-/* The fields of a token endpoint's answer that auth.c uses. */
+/*
+ * The members of a token endpoint's answer that auth.c uses; NULL or -1
+ * when absent or malformed.
+ */
 typedef struct GhlTokenResponse
 {
+	bool		is_object;		/* the answer was a JSON object */
+	const char *malformed;		/* first member of the wrong form, or NULL */
 	char	   *access_token;
 	char	   *refresh_token;
-	int64		expires_in;		/* seconds */
+	int64		expires_in;		/* seconds, not negative */
 	char	   *scope;			/* space separated */
 	char	   *user_type;
 	char	   *company_id;
@@ -495,7 +522,6 @@ typedef struct GhlTokenResponse
 } GhlTokenResponse;
 
 extern void ghl_json_token_response(const char *data, size_t len,
-									const char *server_name,
 									GhlTokenResponse *out);
 
 /* a request body of a write, built field by field */
@@ -716,5 +742,46 @@ extern List *ghl_request_plan_to_list(GhlRequestPlan *plan);
 extern GhlRequestPlan *ghl_request_plan_from_list(List *list);
 extern char *ghl_request_plan_describe(GhlRequestPlan *plan,
 									   const GhlResource *resource);
+
+/*
+ * in webhook.c
+ */
+
+/* One verified webhook delivery, as the apply hook sees it. */
+typedef struct GhlWebhookEvent
+{
+	const char *webhook_id;
+	const char *type;			/* as sent: ContactCreate, INSTALL, ... */
+	const char *location_id;	/* NULL when absent (agency-level installs) */
+	const char *company_id;		/* NULL when absent */
+	TimestampTz timestamp;		/* when HighLevel sent it */
+	Jsonb	   *body;			/* the whole delivery */
+} GhlWebhookEvent;
+
+extern Oid	ghl_webhook_table(const char *relname, Oid *owner);
+extern uint64 ghl_webhook_execute(Oid owner, SPIPlanPtr *plan, const char *sql,
+								  int nargs, Oid *argtypes, Datum *values,
+								  const char *nulls);
+
+/*
+ * in webhook_keys.c
+ */
+typedef enum GhlSignatureCheck
+{
+	GHL_SIGNATURE_VERIFIED,		/* an enabled key verified it */
+	GHL_SIGNATURE_MALFORMED,	/* not base64, or of the wrong length */
+	GHL_SIGNATURE_NO_KEY,		/* no enabled key of its algorithm */
+	GHL_SIGNATURE_MISMATCH		/* no enabled key verifies it */
+} GhlSignatureCheck;
+
+extern GhlSignatureCheck ghl_webhook_verify(const char *algorithm,
+											const char *signature,
+											const char *data, size_t len,
+											char **key_id);
+
+/*
+ * in webhook_apply.c
+ */
+extern const char *ghl_webhook_apply(const GhlWebhookEvent *event);
 
 #endif							/* GHL_FDW_H */

@@ -1038,7 +1038,7 @@ ghl_http_execute(GhlConnection *conn, const GhlRequest *request,
 		memcpy(response->data, conn->buf, conn->len);
 	response->data[conn->len] = '\0';
 
-	/* a token endpoint's answer is parsed whatever it claims to be */
+	/* a token endpoint's answer is parsed whatever its type, never shown */
 	if (status >= 200 && status < 300 && !request->token_request)
 		ghl_check_json(conn, response);
 

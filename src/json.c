@@ -731,32 +731,57 @@ ghl_json_page_strings(GhlJsonPage *page, const char *key)
 }
 
 /*
- * A string member of a token response, copied, or NULL when it is absent
- * or not a string.
+ * A string member of a token answer, copied; NULL when it is absent, null
+ * or "".  OAuth's tokens and scopes are printable ASCII (RFC 6749,
+ * appendix A) and so are HighLevel's ids: any other value (another type,
+ * a control character or NUL, more than max_len bytes when max_len > 0)
+ * is malformed, and the first such key goes to *malformed.
  */
 static char *
-token_string(json_object *root, const char *key)
+token_string(json_object *root, const char *key, int max_len,
+			 const char **malformed)
 {
 	json_object *value;
+	const char *str;
+	int			len;
+	int			i;
 
-	if (!json_object_object_get_ex(root, key, &value) || value == NULL ||
-		!json_object_is_type(value, json_type_string))
+	if (!json_object_object_get_ex(root, key, &value) || value == NULL)
 		return NULL;
-	return pstrdup(json_object_get_string(value));
+	if (json_object_is_type(value, json_type_string))
+	{
+		str = json_object_get_string(value);
+		len = json_object_get_string_len(value);
+		if (len == 0)
+			return NULL;
+		for (i = 0; i < len; i++)
+		{
+			if ((unsigned char) str[i] < 0x20 || (unsigned char) str[i] > 0x7e)
+				break;
+		}
+		if (i == len && (max_len <= 0 || len <= max_len))
+			return pnstrdup(str, len);
+	}
+	if (*malformed == NULL)
+		*malformed = key;
+	return NULL;
 }
 
 /*
- * Pick the fields auth.c needs out of an answer of /oauth/token or
- * /oauth/locationToken.  The body holds secrets, so no error quotes it.
+ * Pick the members auth.c uses out of an answer of /oauth/token or
+ * /oauth/locationToken, whatever Content-Type it came with.  Nothing is
+ * judged here beyond form, and nothing raised: auth.c first keeps a new
+ * refresh token, then decides what the rest is worth.  The answer holds
+ * secrets, so it is never quoted.
  */
 void
-ghl_json_token_response(const char *data, size_t len, const char *server_name,
-						GhlTokenResponse *out)
+ghl_json_token_response(const char *data, size_t len, GhlTokenResponse *out)
 {
 	json_object *root = NULL;
 	json_tokener *tok;
 
 	memset(out, 0, sizeof(GhlTokenResponse));
+	out->expires_in = -1;
 	if (data != NULL && len > 0 && len <= INT_MAX &&
 		(tok = json_tokener_new()) != NULL)
 	{
@@ -770,23 +795,31 @@ ghl_json_token_response(const char *data, size_t len, const char *server_name,
 
 		if (root != NULL && json_object_is_type(root, json_type_object))
 		{
-			out->access_token = token_string(root, "access_token");
-			out->refresh_token = token_string(root, "refresh_token");
-			out->scope = token_string(root, "scope");
-			out->user_type = token_string(root, "userType");
-			out->company_id = token_string(root, "companyId");
-			out->location_id = token_string(root, "locationId");
+			const char **malformed = &out->malformed;
+
+			out->is_object = true;
+			/* a refresh token of any length is kept: it may be the only one */
+			out->refresh_token = token_string(root, "refresh_token", 0, malformed);
+			out->access_token = token_string(root, "access_token",
+											 GHL_TOKEN_MAX - 1, malformed);
+			out->scope = token_string(root, "scope", GHL_TOKEN_MAX - 1, malformed);
+			out->user_type = token_string(root, "userType", GHL_TOKEN_MAX - 1,
+										  malformed);
+			out->company_id = token_string(root, "companyId", GHL_TOKEN_MAX - 1,
+										   malformed);
+			out->location_id = token_string(root, "locationId",
+											GHL_TOKEN_MAX - 1, malformed);
 			if (json_object_object_get_ex(root, "expires_in", &value) &&
-				value != NULL && json_object_is_type(value, json_type_int))
-				out->expires_in = json_object_get_int64(value);
+				value != NULL)
+			{
+				/* json-c saturates what does not fit in int64 */
+				if (json_object_is_type(value, json_type_int) &&
+					json_object_get_int64(value) >= 0)
+					out->expires_in = json_object_get_int64(value);
+				else if (out->malformed == NULL)
+					out->malformed = "expires_in";
+			}
 		}
-		if (out->access_token == NULL || out->access_token[0] == '\0' ||
-			out->expires_in <= 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
-					 errmsg("token response of GHL server \"%s\" lacks access_token or expires_in",
-							server_name),
-					 errhint("Check the server option token_url.")));
 	}
 	PG_FINALLY();
 	{

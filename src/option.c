@@ -20,6 +20,7 @@
 #include "commands/defrem.h"
 #include "foreign/foreign.h"
 #include "miscadmin.h"
+#include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -37,6 +38,10 @@ char	   *ghl_allowed_hosts = NULL;
 /* what a host name or IPv4 address, and a bracketed IPv6 address, are made of */
 #define GHL_HOST_CHARS	"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-"
 #define GHL_IPV6_CHARS	"0123456789abcdefABCDEF:."
+
+int			ghl_webhook_max_age = 300;
+bool		ghl_webhook_allow_unsigned = false;
+int			ghl_webhook_retention = 7 * 24 * 3600;
 
 /* How an option's value is checked by the validator. */
 typedef enum GhlOptionKind
@@ -100,6 +105,8 @@ static size_t url_host(const char *what, const char *authority, size_t len);
 static const char *next_host_entry(const char **list, size_t *len);
 static bool host_allowed(const char *host, size_t len);
 static bool check_allowed_hosts(char **newval, void **extra, GucSource source);
+static void hide_statement_callback(void *arg);
+static void warn_if_logged(List *options);
 
 PG_FUNCTION_INFO_V1(ghl_fdw_validator);
 
@@ -114,6 +121,13 @@ ghl_fdw_validator(PG_FUNCTION_ARGS)
 	List	   *options = untransformRelOptions(PG_GETARG_DATUM(0));
 	Oid			catalog = PG_GETARG_OID(1);
 	ListCell   *cell;
+	ErrorContextCallback hide_statement;
+
+	/* a user mapping's statement may carry secrets: keep it out of the log */
+	hide_statement.callback = hide_statement_callback;
+	hide_statement.arg = &catalog;
+	hide_statement.previous = error_context_stack;
+	error_context_stack = &hide_statement;
 
 	foreach(cell, options)
 	{
@@ -147,9 +161,84 @@ ghl_fdw_validator(PG_FUNCTION_ARGS)
 	}
 
 	if (catalog == UserMappingRelationId)
+	{
 		check_auth_combination(options);
+		warn_if_logged(options);
+	}
 
+	error_context_stack = hide_statement.previous;
 	PG_RETURN_VOID();
+}
+
+/*
+ * Every message raised while a user mapping is validated (arg points to
+ * the catalog) leaves the statement out of the server log, where
+ * log_min_error_statement would add it to an error: its text may carry
+ * the secrets.
+ */
+static void
+hide_statement_callback(void *arg)
+{
+	if (*(Oid *) arg == UserMappingRelationId)
+		errhidestmt(true);
+}
+
+/* Append "name = 'value'" of a setting to a list of them. */
+static void
+append_setting(StringInfo list, const char *name)
+{
+	appendStringInfo(list, "%s%s = '%s'", list->len > 0 ? ", " : "", name,
+					 GetConfigOptionByName(name, NULL, false));
+}
+
+/*
+ * Warn when the server log records the statement that sets a secret of a
+ * user mapping: PostgreSQL writes statement texts to it by its own
+ * settings, some before any validator runs, so all ghl_fdw can do is say
+ * so.  Only a statement whose text holds one of the secrets warns (ALTER
+ * USER MAPPING ... SET client_id does not), and the secret is never
+ * quoted.
+ */
+static void
+warn_if_logged(List *options)
+{
+	StringInfoData settings;
+	bool		carries_secret = false;
+	ListCell   *cell;
+
+	if (debug_query_string == NULL)
+		return;
+	foreach(cell, options)
+	{
+		DefElem    *def = lfirst_node(DefElem, cell);
+		const GhlValidOption *opt = find_option(def->defname,
+												UserMappingRelationId);
+
+		if (opt != NULL && opt->kind == GHL_OPT_SECRET &&
+			strstr(debug_query_string, defGetString(def)) != NULL)
+			carries_secret = true;
+	}
+	if (!carries_secret)
+		return;
+
+	initStringInfo(&settings);
+	if (log_statement >= LOGSTMT_DDL)
+		append_setting(&settings, "log_statement");
+	if (log_min_duration_statement >= 0)
+		append_setting(&settings, "log_min_duration_statement");
+	if (log_min_duration_sample >= 0 && log_statement_sample_rate > 0)
+		append_setting(&settings, "log_min_duration_sample");
+	if (log_xact_sample_rate > 0)
+		append_setting(&settings, "log_transaction_sample_rate");
+	if (log_min_error_statement < ERROR)
+		append_setting(&settings, "log_min_error_statement");
+	if (settings.len == 0)
+		return;
+
+	ereport(WARNING,
+			(errmsg("the server log may keep this statement, secrets included"),
+			 errdetail("Statements are logged because of %s.", settings.data),
+			 errhint("Set credentials in a session where a superuser has turned these settings off, for example with SET log_statement = 'none'; replace a secret that reached the log.")));
 }
 
 static const GhlValidOption *
@@ -716,6 +805,38 @@ _PG_init(void)
 							   PGC_SUSET,
 							   GUC_LIST_INPUT,
 							   check_allowed_hosts, NULL, NULL);
+
+	/* superuser only: the daemon's role must not be able to loosen them */
+	DefineCustomIntVariable("ghl_fdw.webhook_max_age",
+							"Largest age of a webhook delivery's timestamp that apply_webhook accepts.",
+							"Older deliveries, and deliveries as far in the future, are refused as possible replays.",
+							&ghl_webhook_max_age,
+							300,
+							1,
+							7 * 24 * 3600,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("ghl_fdw.webhook_allow_unsigned",
+							 "Lets apply_webhook accept deliveries that carry no signature.",
+							 "For local tests only: anyone who reaches the receiver could then forge events.",
+							 &ghl_webhook_allow_unsigned,
+							 false,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ghl_fdw.webhook_retention",
+							"How long the webhook ledger keeps deliveries.",
+							"Deliveries younger than twice ghl_fdw.webhook_max_age are always kept.",
+							&ghl_webhook_retention,
+							7 * 24 * 3600,
+							60,
+							INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("ghl_fdw");
 

@@ -262,7 +262,7 @@ class RateLimiter:
 
 
 FAULT_KINDS = {"status", "delay", "slow_body", "reset", "truncate", "html", "wrong_content_type",
-               "bad_json", "wrong_types", "big", "raw"}
+               "bad_json", "wrong_types", "big", "raw", "headers", "patch"}
 WRONG_TYPES = {"dnd": "maybe", "tags": "x", "dateAdded": 12, "dateUpdated": False, "customFields": "oops",
                "completed": "yes", "dueDate": 7, "firstName": 42, "phone": 5551234, "startTime": True,
                "total": "many", "searchAfter": "zzz"}
@@ -284,7 +284,9 @@ class FaultInjector:
                  "size_bytes": int(spec.get("size_bytes", 1 << 20)),
                  "retry_after": spec.get("retry_after"), "after_bytes": spec.get("after_bytes"),
                  "content_type": spec.get("content_type", "application/json"),
-                 "body_base64": spec.get("body_base64", "")}
+                 "body_base64": spec.get("body_base64", ""),
+                 "headers": dict(spec.get("headers") or {}), "set": dict(spec.get("set") or {}),
+                 "drop": list(spec.get("drop") or [])}
         base64.b64decode(fault["body_base64"], validate=True)     # refuse a bad one when added
         try:
             fault["regex"] = re.compile(fault["path"])
@@ -989,10 +991,15 @@ class MockGhl:
 
     @staticmethod
     def _encode(status, headers, payload, fault):
-        """Serialise outside the lock; some faults corrupt the payload or its Content-Type."""
+        """Serialise outside the lock; some faults corrupt the payload, its Content-Type or
+        headers: "headers" overrides response headers, "patch" sets and drops top-level keys."""
         kind = fault["kind"] if fault else None
         if isinstance(payload, SearchPage) and kind is not None:
             payload = payload.value()       # faults act on the plain payload
+        if kind == "headers":
+            headers = {**headers, **fault["headers"]}
+        if kind == "patch" and isinstance(payload, dict):
+            payload = {**{k: v for k, v in payload.items() if k not in fault["drop"]}, **fault["set"]}
         if isinstance(payload, SearchPage):
             body = payload.to_json()
         else:
