@@ -126,12 +126,15 @@ SELECT jsonb_pretty(ghl_fdw.enrich('rankr_app.customers', 'ghl', 'email:email,ph
                                    '{"name": "name", "company": "company_name"}'));
 SELECT * FROM test.request_counts();
 -- every row got its contact's values, but for the company the application set
-SELECT count(*) AS rows, count(*) FILTER (WHERE cu.name = co.name) AS names_filled,
-       count(*) FILTER (WHERE cu.company IS NOT DISTINCT FROM co.company_name) AS companies_equal,
+SELECT count(*) AS rows, count(*) FILTER (WHERE name = co_name) AS names_filled,
+       count(*) FILTER (WHERE company IS NOT DISTINCT FROM co_company) AS companies_equal,
        (SELECT company FROM rankr_app.customers WHERE id = 1) AS kept
-FROM rankr_app.customers cu
-JOIN rankr.contacts co ON lower(co.email) = lower(cu.email)
-                       OR (cu.email IS NULL AND co.phone = cu.phone);
+FROM (SELECT cu.name, cu.company, co.name AS co_name, co.company_name AS co_company
+      FROM rankr_app.customers cu JOIN rankr.contacts co ON lower(co.email) = lower(cu.email)
+      UNION ALL
+      SELECT cu.name, cu.company, co.name, co.company_name
+      FROM rankr_app.customers cu JOIN rankr.contacts co ON co.phone = cu.phone
+      WHERE cu.email IS NULL) AS matched;
 -- nothing left to fill: nothing to do
 SELECT test.mock_forget();
 SELECT ghl_fdw.enrich('rankr_app.customers', 'ghl', 'email:email,phone:phone',

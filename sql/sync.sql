@@ -35,6 +35,11 @@ SELECT (SELECT watermark FROM ghl_fdw.sync_state WHERE server_name = 'ghl' AND r
        = (SELECT max(date_updated) FROM rankr.contacts) AS watermark_is_newest;
 SELECT resource, mode, status, error IS NULL AS no_error, age < interval '1 minute' AS recent
 FROM ghl_fdw.sync_status WHERE server_name = 'ghl' ORDER BY resource;
+-- the new tables have statistics: reports are planned for their rows
+SELECT relname, reltuples::bigint = (xpath('/row/n/text()',
+           query_to_xml(format('SELECT count(*) AS n FROM rankr.%I', relname), false, true, '')))[1]::text::bigint
+           AS analyzed
+FROM pg_class WHERE relnamespace = 'rankr'::regnamespace AND relkind = 'r' ORDER BY 1;
 
 -- a second full run finds nothing to write
 SELECT test.mock_forget();

@@ -559,6 +559,7 @@ extern const char *ghl_target_column(GhlTarget *target, int column);
 extern GhlRows *ghl_target_read(GhlTarget *target, const char *location_id,
 								const char *column, List *keys, int limit);
 extern List *ghl_target_upsert(GhlTarget *target, GhlRows *rows);
+extern void ghl_target_analyze(GhlTarget *target, int64 changed);
 extern List *ghl_target_replace_children(GhlTarget *target,
 										 const char *location_id,
 										 List *contact_ids, List *seen_ids,

@@ -26,11 +26,13 @@
 
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -504,23 +506,23 @@ blank_sql(const char *column)
 }
 
 /*
- * How a row of the target and a synced contact match, by one kind:
- * the same id; the same email, whatever the case; the same phone digits.
+ * The key by which a row of the target (prefix "t") or a synced contact
+ * (prefix "c") matches, by one kind: the id; the email, whatever the case;
+ * the phone's digits.  NULL when the row has none.
  */
 static char *
-match_sql(const GhlMatch *match)
+match_key_sql(GhlMatchKind kind, const char *prefix, const char *column)
 {
-	const char *q = quote_identifier(match->column);
+	const char *q = psprintf("%s.%s", prefix, quote_identifier(column));
 
-	switch (match->kind)
+	switch (kind)
 	{
 		case GHL_MATCH_ID:
-			return psprintf("c.id = t.%s::text", q);
+			return psprintf("nullif(%s::text, '')", q);
 		case GHL_MATCH_EMAIL:
-			return psprintf("lower(c.email) = lower(t.%s::text)", q);
+			return psprintf("nullif(lower(%s::text), '')", q);
 		case GHL_MATCH_PHONE:
-			return psprintf("regexp_replace(c.phone, '\\D', '', 'g')"
-							" = nullif(regexp_replace(t.%s::text, '\\D', '', 'g'), '')", q);
+			return psprintf("nullif(regexp_replace(%s::text, '\\D', '', 'g'), '')", q);
 	}
 	return NULL;
 }
@@ -620,22 +622,49 @@ ghl_fdw_enrich(PG_FUNCTION_ARGS)
 						 blank_sql(((GhlFill *) lfirst(lc))->column));
 
 	/* the rows with something to fill, locked, and which contact each gets */
-	enrich_execute("CREATE TEMP TABLE IF NOT EXISTS ghl_fdw_enrich (row_id tid PRIMARY KEY,"
-				   " contact_id text) ON COMMIT DROP; TRUNCATE pg_temp.ghl_fdw_enrich",
-				   0, NULL, NULL);
+	if (OidIsValid(RangeVarGetRelid(makeRangeVar("pg_temp", "ghl_fdw_enrich", -1),
+									NoLock, true)))
+		enrich_execute("TRUNCATE pg_temp.ghl_fdw_enrich", 0, NULL, NULL);
+	else
+		enrich_execute("CREATE TEMP TABLE ghl_fdw_enrich (row_id tid PRIMARY KEY,"
+					   " contact_id text) ON COMMIT DROP;"
+					   " CREATE TEMP TABLE ghl_fdw_enrich_keys (row_id tid, key text)"
+					   " ON COMMIT DROP;"
+					   " CREATE INDEX ON pg_temp.ghl_fdw_enrich_keys (key)", 0, NULL, NULL);
 	candidates = enrich_execute(psprintf("SELECT 1 FROM %s t WHERE %s FOR UPDATE",
 										 qualified, blank.data), 0, NULL, NULL);
+
+	/*
+	 * Match kind by kind.  The keys of the rows still unmatched go to an
+	 * indexed, analyzed table of their own first: joined on expressions,
+	 * with the statistics of a table just created, the planner could
+	 * otherwise compare every row with every contact.
+	 */
 	args[0] = CStringGetTextDatum(options->location_id);
 	foreach(lc, matches)
+	{
+		GhlMatch   *match = lfirst(lc);
+
+		enrich_execute("TRUNCATE pg_temp.ghl_fdw_enrich_keys", 0, NULL, NULL);
+		enrich_execute(psprintf("INSERT INTO pg_temp.ghl_fdw_enrich_keys"
+								" SELECT t.ctid, %s FROM %s t WHERE (%s) AND %s IS NOT NULL"
+								" AND NOT EXISTS (SELECT 1 FROM pg_temp.ghl_fdw_enrich m"
+								"                 WHERE m.row_id = t.ctid)",
+								match_key_sql(match->kind, "t", match->column), qualified,
+								blank.data, match_key_sql(match->kind, "t", match->column)),
+					   0, NULL, NULL);
+		enrich_execute("ANALYZE pg_temp.ghl_fdw_enrich_keys", 0, NULL, NULL);
 		from_synced += enrich_execute(psprintf(
 			"INSERT INTO pg_temp.ghl_fdw_enrich"
-			" SELECT DISTINCT ON (t.ctid) t.ctid, c.id FROM %s t JOIN %s.contacts c"
-			"   ON c.location_id = $1 AND c.deleted_at IS NULL AND %s"
-			" WHERE (%s) AND NOT EXISTS (SELECT 1 FROM pg_temp.ghl_fdw_enrich m"
-			"                            WHERE m.row_id = t.ctid)"
-			" ORDER BY t.ctid, c.id",
-			qualified, quote_identifier(options->sync_schema), match_sql(lfirst(lc)),
-			blank.data), 1, argtypes, args);
+			" SELECT DISTINCT ON (k.row_id) k.row_id, c.id"
+			" FROM pg_temp.ghl_fdw_enrich_keys k JOIN %s.contacts c ON k.key = %s"
+			" WHERE c.location_id = $1 AND c.deleted_at IS NULL"
+			" ORDER BY k.row_id, c.id",
+			quote_identifier(options->sync_schema),
+			match_key_sql(match->kind, "c", match->kind == GHL_MATCH_ID ? "id" :
+						  match->kind == GHL_MATCH_EMAIL ? "email" : "phone")),
+			1, argtypes, args);
+	}
 
 	/* the rows no synced contact matches: through the API, one by one */
 	{
@@ -691,6 +720,7 @@ ghl_fdw_enrich(PG_FUNCTION_ARGS)
 	}
 
 	/* fill, and count what each column got */
+	enrich_execute("ANALYZE pg_temp.ghl_fdw_enrich", 0, NULL, NULL);
 	initStringInfo(&summary);
 	appendStringInfo(&summary, "{\"rows\": " INT64_FORMAT ", \"from_synced\": " INT64_FORMAT
 					 ", \"from_api\": " INT64_FORMAT ", \"unmatched\": " INT64_FORMAT

@@ -525,6 +525,7 @@ run_finish(GhlSyncRun *run)
 			watermark[r] = old;
 		if (watermark[r] != 0)
 			ghl_state_set_watermark(server, resource_names[r], watermark[r]);
+		ghl_target_analyze(run->targets[r], run->upserted[r] + run->deleted[r]);
 	}
 	report(run, "succeeded", NULL, watermark);
 	if (run->contact_id == NULL)

@@ -50,6 +50,9 @@
 #define GHL_COL_LOCATION	"location_id"
 #define GHL_COL_CONTACT		"contact_id"
 
+/* rows a run must change before it refreshes a table's statistics */
+#define GHL_ANALYZE_MIN_CHANGES	1000
+
 /* One column the writer fills, and how its values travel to the server. */
 typedef struct GhlTargetColumn
 {
@@ -927,6 +930,34 @@ ghl_target_sweep(GhlTarget *target, const char *location_id, TimestampTz before)
 	args[0] = CStringGetTextDatum(location_id);
 	args[1] = TimestampTzGetDatum(before);
 	return execute_returning_ids(target->sweep_plan, args, NULL, NULL);
+}
+
+/*
+ * Refresh the planner's statistics of a table a run changed much, or that
+ * has none yet: right after a first sync, reports and enrich() would
+ * otherwise be planned for an empty table, and autovacuum may come only
+ * a minute later.
+ */
+void
+ghl_target_analyze(GhlTarget *target, int64 changed)
+{
+	HeapTuple	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(target->relid));
+	float4		reltuples;
+	int			nestlevel;
+
+	if (!HeapTupleIsValid(tp))
+		return;
+	reltuples = ((Form_pg_class) GETSTRUCT(tp))->reltuples;
+	ReleaseSysCache(tp);
+	if (changed < GHL_ANALYZE_MIN_CHANGES && reltuples >= 0)
+		return;
+
+	pin_search_path(&nestlevel);
+	SPI_connect();
+	if (SPI_execute(psprintf("ANALYZE %s", target->qualified), false, 0) < 0)
+		elog(ERROR, "could not analyze sync table %s", target->qualified);
+	SPI_finish();
+	AtEOXact_GUC(true, nestlevel);
 }
 
 /*
