@@ -13,6 +13,13 @@ OBJS = \
 	src/resource.o \
 	src/token_store.o \
 	src/token_worker.o \
+	src/sync.o \
+	src/sync_ledger.o \
+	src/sync_target.o \
+	src/sync_worker.o \
+	src/verify.o \
+	src/pull.o \
+	src/http_multi_stub.o \
 	src/webhook.o \
 	src/webhook_apply.o \
 	src/webhook_keys.o
@@ -34,6 +41,9 @@ PG_CFLAGS = -Werror
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# every source file reads the one private header
+$(OBJS): src/ghl_fdw.h
 
 # no JIT bitcode: it needs clang, and the FDW's time is spent waiting on HTTP
 with_llvm = no

@@ -459,8 +459,6 @@ ghl_build_column_maps(Relation rel, List *attnums, const GhlResource *resource,
 	{
 		Form_pg_attribute attr = TupleDescAttr(tupdesc, i);
 		GhlColumnMap *col = &columns[n];
-		Oid			inputfunc;
-		Oid			typid;
 		char	   *field;
 
 		if (attr->attisdropped || !(all || list_member_int(attnums, attr->attnum)))
@@ -483,21 +481,7 @@ ghl_build_column_maps(Relation rel, List *attnums, const GhlResource *resource,
 			(strcmp(col->attname, "raw") == 0 && strcmp(field, "raw") == 0);
 		col->field = field;
 		col->search_field = ghl_search_field_for(resource, field);
-		col->typid = attr->atttypid;
-		col->typmod = attr->atttypmod;
-		col->is_json = (attr->atttypid == JSONBOID || attr->atttypid == JSONOID);
-
-		typid = attr->atttypid;
-		col->elemtypid = col->is_json ? InvalidOid : get_element_type(typid);
-		if (OidIsValid(col->elemtypid))
-		{
-			typid = col->elemtypid;
-			get_typlenbyvalalign(typid, &col->elemlen, &col->elembyval,
-								 &col->elemalign);
-		}
-		col->is_timestamp = (typid == TIMESTAMPTZOID || typid == TIMESTAMPOID);
-		getTypeInputInfo(typid, &inputfunc, &col->ioparam);
-		fmgr_info(inputfunc, &col->input);
+		ghl_column_map_set_type(col, attr->atttypid, attr->atttypmod);
 
 		if (col->is_raw && !col->is_json)
 			ereport(ERROR,
@@ -508,6 +492,31 @@ ghl_build_column_maps(Relation rel, List *attnums, const GhlResource *resource,
 	}
 	*ncolumns = n;
 	return columns;
+}
+
+/*
+ * Fill in how a column map converts to its SQL type: the input function of
+ * the type (of its element type, for arrays) and what json.c needs to know
+ * about the type.  Scans, writes and sync share it.
+ */
+void
+ghl_column_map_set_type(GhlColumnMap *col, Oid typid, int32 typmod)
+{
+	Oid			inputfunc;
+
+	col->typid = typid;
+	col->typmod = typmod;
+	col->is_json = (typid == JSONBOID || typid == JSONOID);
+	col->elemtypid = col->is_json ? InvalidOid : get_element_type(typid);
+	if (OidIsValid(col->elemtypid))
+	{
+		typid = col->elemtypid;
+		get_typlenbyvalalign(typid, &col->elemlen, &col->elembyval,
+							 &col->elemalign);
+	}
+	col->is_timestamp = (typid == TIMESTAMPTZOID || typid == TIMESTAMPOID);
+	getTypeInputInfo(typid, &inputfunc, &col->ioparam);
+	fmgr_info(inputfunc, &col->input);
 }
 
 /*

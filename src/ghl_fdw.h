@@ -22,8 +22,11 @@
 #include "lib/stringinfo.h"
 #include "nodes/pathnodes.h"
 #include "nodes/pg_list.h"
+#include "storage/lock.h"
+#include "access/tupdesc.h"
 #include "utils/jsonb.h"
 #include "utils/relcache.h"
+#include "utils/tuplestore.h"
 
 #define GHL_FDW_VERSION			"1.1"
 #define GHL_DEFAULT_BASE_URL	"https://services.leadconnectorhq.com"
@@ -32,6 +35,8 @@
 
 /* largest page the search endpoint serves, and the classic list's cap */
 #define GHL_SEARCH_MAX_PAGE		500
+/* records the search pages through with "page"; its totals stop there too */
+#define GHL_SEARCH_WINDOW		10000
 #define GHL_DEFAULT_PAGE_SIZE	500
 
 /* the API's error text is cut to this many bytes in errdetail */
@@ -70,6 +75,7 @@ typedef struct GhlOptions
 	int			max_retries;
 	int			daily_budget_floor; /* refuse requests below this many left */
 	int			page_size;
+	int			max_concurrency;	/* requests a scan or sync runs at once */
 	bool		read_only;
 	char	   *sync_schema;
 
@@ -137,6 +143,7 @@ typedef enum GhlEndpointKind
 	GHL_EP_CALENDARS,			/* GET /calendars/ of the location */
 	GHL_EP_CALENDAR_EVENTS,		/* GET /calendars/events, one calendar, a window */
 	GHL_EP_CUSTOM_FIELDS,		/* GET /locations/{locationId}/customFields */
+	GHL_EP_APPOINTMENT_BY_ID,	/* GET /calendars/events/appointments/{id} */
 	GHL_NUM_ENDPOINTS			/* also: "no such endpoint" */
 } GhlEndpointKind;
 
@@ -313,6 +320,14 @@ extern void ghl_report_http_error(GhlConnection *conn,
 								  const GhlResponse *response) pg_attribute_noreturn();
 extern char *ghl_url_escape(const char *value);
 
+typedef struct GhlMulti GhlMulti;
+
+extern GhlMulti *ghl_multi_start(GhlConnection *conn, int max_concurrency,
+								 GhlRequestStats *stats);
+extern void ghl_multi_add(GhlMulti *multi, const GhlRequest *request, void *tag);
+extern bool ghl_multi_next(GhlMulti *multi, GhlResponse *response, void **tag);
+extern void ghl_multi_finish(GhlMulti *multi);
+
 /*
  * in ratelimit.c
  */
@@ -456,6 +471,7 @@ extern GhlJsonPage *ghl_json_parse_page(const char *data, size_t len,
 										bool single_object,
 										const char *server_name);
 extern int	ghl_json_page_rows(GhlJsonPage *page);
+extern int64 ghl_json_page_total(GhlJsonPage *page);
 extern void ghl_json_row_to_values(GhlJsonPage *page, int row,
 								   GhlColumnMap *columns, int ncolumns,
 								   bool use_search_fields,
@@ -520,11 +536,152 @@ extern void ghl_json_body_add_custom_fields(GhlJsonBody *body, const char *key,
 extern char *ghl_json_body_text(GhlJsonBody *body);
 
 /*
+ * in sync_target.c
+ */
+typedef struct GhlTarget GhlTarget;
+typedef struct GhlRows GhlRows;
+
+extern GhlTarget *ghl_target_open(const char *schema,
+								  const GhlResource *resource, bool create,
+								  MemoryContext cxt);
+extern const char *ghl_target_name(GhlTarget *target);
+extern GhlRows *ghl_rows_new(GhlTarget *target, const char *location_id,
+							 const char *const *absent_fields);
+extern void ghl_rows_add_json(GhlRows *rows, GhlJsonPage *page, int row,
+							  bool use_search_fields, const char *contact_id,
+							  TimestampTz as_of);
+extern int	ghl_rows_count(GhlRows *rows);
+extern char *ghl_rows_id(GhlRows *rows, int row);
+extern TimestampTz ghl_rows_time(GhlRows *rows, int row, const char *column);
+extern char *ghl_rows_text(GhlRows *rows, int row, int column, bool *known);
+extern int	ghl_target_ncolumns(GhlTarget *target);
+extern const char *ghl_target_column(GhlTarget *target, int column);
+extern GhlRows *ghl_target_read(GhlTarget *target, const char *location_id,
+								const char *column, List *keys, int limit);
+extern List *ghl_target_upsert(GhlTarget *target, GhlRows *rows);
+extern void ghl_target_analyze(GhlTarget *target, int64 changed);
+extern List *ghl_target_replace_children(GhlTarget *target,
+										 const char *location_id,
+										 List *contact_ids, List *seen_ids,
+										 TimestampTz fetched);
+extern List *ghl_target_tombstone(GhlTarget *target, const char *location_id,
+								  List *ids, TimestampTz as_of);
+extern List *ghl_target_sweep(GhlTarget *target, const char *location_id,
+							  TimestampTz before);
+extern List *ghl_target_unseen(GhlTarget *target, const char *location_id,
+							   TimestampTz before, const char *window_column,
+							   TimestampTz lo, TimestampTz hi);
+
+/*
+ * in sync.c
+ */
+#define GHL_NUM_RESOURCES		4	/* GhlResourceKind values */
+
+/* Where a sync run executes, which decides how it commits its steps. */
+typedef enum GhlSyncHost
+{
+	GHL_HOST_WORKER,			/* a background worker: its own transactions */
+	GHL_HOST_PROCEDURE,			/* CALL in a non-atomic context: SPI_commit */
+	GHL_HOST_TRANSACTION		/* one step in the caller's transaction */
+} GhlSyncHost;
+
+extern bool ghl_sync_execute(GhlSyncHost host, Oid serverid, int64 run_id,
+							 const bool *resources, bool full,
+							 const char *contact_id);
+extern const char *ghl_sync_resource_name(int resource);
+
+/*
+ * in sync_ledger.c
+ */
+
+/* A slice of a contacts pass as committed: its range and position. */
+typedef struct GhlSliceState
+{
+	bool		bounded;		/* lo and hi apply */
+	int64		lo;				/* dateAdded range in ms, inclusive */
+	int64		hi;
+	char	   *after;			/* searchAfter cursor, or NULL: from the start */
+	int64		read;			/* contacts read up to the cursor */
+	bool		done;
+} GhlSliceState;
+
+/* How far a pass over a location has got, as its last step committed. */
+typedef struct GhlPassState
+{
+	TimestampTz started;		/* what it has not seen since is gone */
+	TimestampTz since;			/* incremental: dateUpdated lower bound */
+	TimestampTz newest_update;	/* newest dateUpdated seen */
+	int64		total;			/* records the API reported */
+	int64		done;			/* records written */
+	int64		pages;
+	int64		skip;			/* paging by skip: rows read */
+	List	   *slices;			/* GhlSliceState */
+} GhlPassState;
+
+/* Per-server settings of ghl_fdw.sync_settings, with their defaults. */
+typedef struct GhlSyncSettings
+{
+	int64		overlap_ms;
+	int64		appointments_back_ms;
+	int64		appointments_ahead_ms;
+	bool		appointments_by_contact;	/* not through the calendars */
+} GhlSyncSettings;
+
+extern int64 ghl_ledger_next_run_id(void);
+extern void ghl_ledger_start(int64 run_id, const char *server_name,
+							 const char *location_id, const char *mode,
+							 const bool *wanted, TimestampTz started,
+							 const char *progress);
+extern void ghl_ledger_update(int64 run_id, const bool *wanted,
+							  const int64 *upserted, const int64 *deleted,
+							  const int64 *requests, const char *progress,
+							  const char *status, const char *error,
+							  const TimestampTz *watermark);
+extern void ghl_ledger_skipped(int64 run_id, const char *server_name,
+							   const char *location_id, const char *mode,
+							   const bool *wanted, const char *reason);
+extern void ghl_ledger_interrupted(const char *server_name, int64 run_id);
+extern bool ghl_ledger_rows(int64 run_id, Tuplestorestate *store,
+							TupleDesc desc);
+extern char *ghl_ledger_error(int64 run_id);
+extern int64 ghl_ledger_requests(int64 run_id);
+extern void ghl_ledger_prune(const char *server_name);
+extern TimestampTz ghl_state_watermark(const char *server_name,
+									   const char *resource);
+extern void ghl_state_set_watermark(const char *server_name,
+									const char *resource,
+									TimestampTz watermark);
+extern bool ghl_pass_load(const char *server_name, const char *pass,
+						  const char *location_id, const bool *wanted,
+						  GhlPassState *state);
+extern void ghl_pass_save(const char *server_name, const char *pass,
+						  const char *location_id, const bool *wanted,
+						  const GhlPassState *state);
+extern void ghl_pass_drop(const char *server_name, const char *pass);
+extern void ghl_sync_settings(const char *server_name,
+							  GhlSyncSettings *settings);
+extern bool ghl_sync_lock(const char *schema, const char *location_id,
+						  LOCKTAG *tag);
+extern void ghl_sync_unlock(const LOCKTAG *tag);
+extern void ghl_notify(const char *channel, const char *payload);
+
+/*
+ * in sync_worker.c
+ */
+extern Oid	ghl_sync_server(text *name);
+extern int64 ghl_sync_refresh(Oid serverid, const char *contact_id,
+							  ErrorData **edata_out);
+extern void ghl_sync_record_failure(Oid serverid, int64 run_id,
+									const char *mode, ErrorData *edata);
+extern PGDLLEXPORT void ghl_sync_worker_main(Datum arg);
+
+/*
  * in ghl_fdw.c
  */
 extern GhlColumnMap *ghl_build_column_maps(Relation rel, List *attnums,
 										   const GhlResource *resource,
 										   int *ncolumns, int *query_attindex);
+extern void ghl_column_map_set_type(GhlColumnMap *col, Oid typid, int32 typmod);
 
 /*
  * in modify.c

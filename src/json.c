@@ -146,6 +146,21 @@ ghl_json_page_rows(GhlJsonPage *page)
 	return page->nrows;
 }
 
+/*
+ * The "total" a search page reports (how many records match), or 0 when
+ * it says none.
+ */
+int64
+ghl_json_page_total(GhlJsonPage *page)
+{
+	json_object *total;
+
+	if (!json_object_object_get_ex(page->root, "total", &total) ||
+		!json_object_is_type(total, json_type_int))
+		return 0;
+	return Max(json_object_get_int64(total), 0);
+}
+
 static json_object *
 row_object(GhlJsonPage *page, int row)
 {

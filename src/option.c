@@ -79,6 +79,7 @@ static const GhlValidOption ghl_valid_options[] = {
 	{"max_retries", ForeignServerRelationId, GHL_OPT_NONNEG_INT},
 	{"daily_budget_floor", ForeignServerRelationId, GHL_OPT_NONNEG_INT},
 	{"page_size", ForeignServerRelationId, GHL_OPT_PAGE_SIZE},
+	{"max_concurrency", ForeignServerRelationId, GHL_OPT_POS_INT},
 	{"read_only", ForeignServerRelationId, GHL_OPT_BOOL},
 	{"sync_schema", ForeignServerRelationId, GHL_OPT_TEXT},
 
@@ -631,6 +632,7 @@ ghl_get_options(Oid serverid, Oid userid)
 	opts->max_retries = 3;
 	opts->daily_budget_floor = 0;
 	opts->page_size = GHL_DEFAULT_PAGE_SIZE;
+	opts->max_concurrency = 8;
 	opts->read_only = false;
 	opts->sync_schema = "rankr";
 	opts->user_type = "Location";
@@ -658,6 +660,8 @@ ghl_get_options(Oid serverid, Oid userid)
 			opts->daily_budget_floor = parse_int_option(def, 0, INT_MAX);
 		else if (strcmp(def->defname, "page_size") == 0)
 			opts->page_size = parse_int_option(def, 1, GHL_SEARCH_MAX_PAGE);
+		else if (strcmp(def->defname, "max_concurrency") == 0)
+			opts->max_concurrency = parse_int_option(def, 1, INT_MAX);
 		else if (strcmp(def->defname, "read_only") == 0)
 			opts->read_only = defGetBoolean(def);
 		else if (strcmp(def->defname, "sync_schema") == 0)

@@ -136,6 +136,10 @@ static const GhlEndpoint endpoints[GHL_NUM_ENDPOINTS] = {
 		GHL_EP_CUSTOM_FIELDS, "GET", "/locations/%s/customFields", false, false, NULL,
 		"customFields", false, false, GHL_PAGING_NONE, false, true
 	},
+	[GHL_EP_APPOINTMENT_BY_ID] = {
+		GHL_EP_APPOINTMENT_BY_ID, "GET", "/calendars/events/appointments/%s", false, true,
+		GHL_CALENDAR_API_VERSION, "event", true, true, GHL_PAGING_NONE, false
+	},
 };
 
 /*

@@ -5,6 +5,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 import tempfile
 import urllib.request
 
@@ -29,8 +30,9 @@ def psql(sql, db=DB, check=True, timeout=600, user=None):
 
 
 def psql_value(sql, db=DB):
-    """The single value the last statement of sql returns."""
-    return psql(sql, db=db)[1].splitlines()[-1]
+    """The single value the last statement of sql returns ("" for no row)."""
+    lines = psql(sql, db=db)[1].splitlines()
+    return lines[-1] if lines else ""
 
 
 def start_psql(sql, db=DB, user=None):
@@ -54,6 +56,14 @@ def mock(method, path, body=None):
     return json.loads(raw) if raw else None
 
 
+def wait_until(predicate, timeout=20.0, interval=0.05):
+    """Poll predicate until it holds; fail the test after timeout seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError("condition not reached in time")
 PGBIN = os.environ.get("GHL_PGBIN", "/usr/lib/postgresql/15/bin")
 
 

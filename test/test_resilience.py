@@ -3,7 +3,7 @@ and backends sharing one location stay under its rate limit together."""
 import time
 import unittest
 
-from pgtest import MOCK_URL, mock, psql, psql_value, start_psql
+from pgtest import MOCK_URL, mock, psql, psql_value, start_psql, wait_until
 
 SERVER_SQL = f"""
 CREATE SERVER ghl_resilience FOREIGN DATA WRAPPER ghl_fdw
@@ -14,16 +14,6 @@ CREATE USER MAPPING FOR CURRENT_USER SERVER ghl_resilience
 CREATE FOREIGN TABLE public.resilience_contacts (id text, email text)
     SERVER ghl_resilience OPTIONS (resource 'contacts');
 """
-
-
-def wait_until(predicate, timeout=20.0):
-    """Poll predicate until it holds; fail the test after timeout seconds."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 @unittest.skipUnless(MOCK_URL, "needs the test cluster and mock")
