@@ -17,10 +17,10 @@ FROM (SELECT c->>'id' AS id FROM state, jsonb_array_elements(s->'contacts') AS c
 CREATE FUNCTION test.max_in_flight() RETURNS int LANGUAGE sql AS $$
     WITH r AS (
         SELECT (e->>'arrived_ms')::float8 AS arrived,
-               coalesce((e->>'answered_ms')::float8, 'infinity') AS answered
+               coalesce((e->>'done_ms')::float8, 'infinity') AS done
         FROM test.mock('GET', '/_mock/requests?format=jsonl') AS e)
     SELECT max((SELECT count(*) FROM r AS o
-                WHERE o.arrived <= r.arrived AND o.answered > r.arrived))::int
+                WHERE o.arrived <= r.arrived AND o.done > r.arrived))::int
     FROM r
 $$;
 
@@ -29,7 +29,7 @@ CREATE FUNCTION test.new_connections() RETURNS int LANGUAGE plpgsql AS $$
 DECLARE
     n int;
 BEGIN
-    SELECT (s->>'connections')::int INTO n FROM test.mock('GET', '/_mock/stats') AS s;
+    SELECT (s->>'api_connections')::int INTO n FROM test.mock('GET', '/_mock/stats') AS s;
     PERFORM test.mock('DELETE', '/_mock/stats');
     RETURN n;
 END $$;

@@ -233,6 +233,7 @@ SELECT * FROM ghl_fdw.token_status('ghl');
 -- other roles: no mapping, a clear error; the store is closed to them even
 -- when their own queries go through it
 CREATE ROLE ghl_oauth_other;
+GRANT USAGE ON FOREIGN SERVER ghl_cc TO ghl_oauth_other;
 GRANT USAGE ON SCHEMA oauth_cc, test TO ghl_oauth_other;
 GRANT SELECT ON oauth_cc.contacts TO ghl_oauth_other;
 GRANT EXECUTE ON FUNCTION test.error_of(text) TO ghl_oauth_other;

@@ -128,3 +128,74 @@ LANGUAGE sql AS $$
            version, status
     FROM test.requests()
 $$;
+
+-- The Rankr tables compared field by field with the mock's state: per
+-- resource, the mock's rows, the live local rows, mock rows without an
+-- equal live row (missing), live rows without an equal mock row (extra),
+-- and tombstones.  Appointments are compared without "status", which only
+-- the per-contact endpoint reports (checked on its own below).  The
+-- Python tests use it too.
+CREATE FUNCTION test.sync_diff(sync_schema text DEFAULT 'rankr',
+                               location text DEFAULT 've9EPM428h8vShlRW1KT')
+RETURNS TABLE (resource text, mock_rows bigint, live_rows bigint, missing bigint,
+               extra bigint, tombstones bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    s jsonb := (SELECT m FROM test.mock('GET', '/_mock/state?location=' || location) AS m);
+BEGIN
+    CREATE TEMP TABLE want_contacts ON COMMIT DROP AS
+    SELECT c->>'id' AS id, c->>'locationId' AS location_id, c->>'firstName' AS first_name,
+           c->>'lastName' AS last_name, c->>'name' AS name, c->>'email' AS email,
+           c->>'phone' AS phone, c->>'companyName' AS company_name, c->>'source' AS source,
+           c->>'type' AS type, c->>'assignedTo' AS assigned_to, c->>'address1' AS address1,
+           c->>'city' AS city, c->>'state' AS state, c->>'postalCode' AS postal_code,
+           c->>'country' AS country, c->>'website' AS website, c->>'timezone' AS timezone,
+           (c->>'dnd')::boolean AS dnd,
+           ARRAY(SELECT jsonb_array_elements_text(c->'tags')) AS tags,
+           c->'customFields' AS custom_fields, c->>'businessId' AS business_id,
+           (c->>'dateAdded')::timestamptz AS date_added,
+           (c->>'dateUpdated')::timestamptz AS date_updated
+    FROM jsonb_array_elements(s->'contacts') AS c;
+    CREATE TEMP TABLE want_tasks ON COMMIT DROP AS
+    SELECT t->>'id' AS id, location AS location_id, t->>'contactId' AS contact_id,
+           t->>'title' AS title, t->>'body' AS body, t->>'assignedTo' AS assigned_to,
+           (t->>'dueDate')::timestamptz AS due_date, (t->>'completed')::boolean AS completed
+    FROM jsonb_array_elements(s->'tasks') AS t;
+    CREATE TEMP TABLE want_notes ON COMMIT DROP AS
+    SELECT n->>'id' AS id, location AS location_id, n->>'contactId' AS contact_id,
+           n->>'body' AS body, n->>'userId' AS user_id,
+           (n->>'dateAdded')::timestamptz AS date_added
+    FROM jsonb_array_elements(s->'notes') AS n;
+    CREATE TEMP TABLE want_appointments ON COMMIT DROP AS
+    SELECT a->>'id' AS id, a->>'contactId' AS contact_id, a->>'calendarId' AS calendar_id,
+           a->>'locationId' AS location_id, a->>'title' AS title,
+           a->>'appointmentStatus' AS appointment_status,
+           a->>'assignedUserId' AS assigned_user_id, a->>'address' AS address,
+           a->>'notes' AS notes, (a->>'startTime')::timestamptz AS start_time,
+           (a->>'endTime')::timestamptz AS end_time,
+           (a->>'dateAdded')::timestamptz AS date_added,
+           (a->>'dateUpdated')::timestamptz AS date_updated
+    FROM jsonb_array_elements(s->'appointments') AS a;
+    FOREACH resource IN ARRAY ARRAY['contacts', 'tasks', 'notes', 'appointments'] LOOP
+        RETURN QUERY EXECUTE format(
+            'WITH live AS (SELECT %3$s FROM %1$I.%2$I WHERE deleted_at IS NULL AND location_id = %5$L),'
+            '     want AS (SELECT %3$s FROM pg_temp.%4$I)'
+            ' SELECT %2$L, (SELECT count(*) FROM want), (SELECT count(*) FROM live),'
+            '  (SELECT count(*) FROM (SELECT * FROM want EXCEPT ALL SELECT * FROM live) x),'
+            '  (SELECT count(*) FROM (SELECT * FROM live EXCEPT ALL SELECT * FROM want) x),'
+            '  (SELECT count(*) FROM %1$I.%2$I WHERE deleted_at IS NOT NULL AND location_id = %5$L)',
+            sync_schema, resource,
+            (SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum)
+             FROM pg_attribute WHERE attrelid = format('pg_temp.want_%s', resource)::regclass
+               AND attnum > 0),
+            'want_' || resource, location);
+    END LOOP;
+END $$;
+
+-- the requests the mock received, grouped by endpoint
+CREATE FUNCTION test.request_counts()
+RETURNS TABLE (method text, endpoint text, requests bigint)
+LANGUAGE sql AS $$
+    SELECT method, regexp_replace(path, '[A-Za-z0-9]{20}', '{id}', 'g'), count(*)
+    FROM test.requests() GROUP BY 1, 2 ORDER BY 2, 1
+$$;

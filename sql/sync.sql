@@ -1,110 +1,61 @@
 --
--- ghl_fdw.sync materializes the foreign tables into rankr.*: first sync,
+-- ghl_fdw.sync materializes a server's records into rankr.*: first sync,
 -- incremental runs after the mock's data changed, full runs with
--- tombstones, a failed run, refresh_contact, notifications and pg_cron.
---
--- The Rankr tables compared field by field with the mock's state: per
--- resource, the mock's rows, the live local rows, mock rows without an
--- equal live row (missing), live rows without an equal mock row (extra),
--- and tombstones.  The Python tests use it too.
-CREATE FUNCTION test.sync_diff(sync_schema text DEFAULT 'rankr')
-RETURNS TABLE (resource text, mock_rows bigint, live_rows bigint, missing bigint,
-               extra bigint, tombstones bigint)
-LANGUAGE plpgsql AS $$
-DECLARE
-    s jsonb := (SELECT m FROM test.mock('GET', '/_mock/state') AS m);
-BEGIN
-    CREATE TEMP TABLE want_contacts ON COMMIT DROP AS
-    SELECT c->>'id' AS id, c->>'locationId' AS location_id, c->>'firstName' AS first_name,
-           c->>'lastName' AS last_name, c->>'name' AS name, c->>'email' AS email,
-           c->>'phone' AS phone, c->>'companyName' AS company_name, c->>'source' AS source,
-           c->>'type' AS type, c->>'assignedTo' AS assigned_to, c->>'address1' AS address1,
-           c->>'city' AS city, c->>'state' AS state, c->>'postalCode' AS postal_code,
-           c->>'country' AS country, c->>'website' AS website, c->>'timezone' AS timezone,
-           (c->>'dnd')::boolean AS dnd,
-           ARRAY(SELECT jsonb_array_elements_text(c->'tags')) AS tags,
-           c->'customFields' AS custom_fields, c->>'businessId' AS business_id,
-           (c->>'dateAdded')::timestamptz AS date_added,
-           (c->>'dateUpdated')::timestamptz AS date_updated
-    FROM jsonb_array_elements(s->'contacts') AS c;
-    CREATE TEMP TABLE want_tasks ON COMMIT DROP AS
-    SELECT t->>'id' AS id, t->>'contactId' AS contact_id, t->>'title' AS title,
-           t->>'body' AS body, t->>'assignedTo' AS assigned_to,
-           (t->>'dueDate')::timestamptz AS due_date, (t->>'completed')::boolean AS completed
-    FROM jsonb_array_elements(s->'tasks') AS t;
-    CREATE TEMP TABLE want_notes ON COMMIT DROP AS
-    SELECT n->>'id' AS id, n->>'contactId' AS contact_id, n->>'body' AS body,
-           n->>'userId' AS user_id, (n->>'dateAdded')::timestamptz AS date_added
-    FROM jsonb_array_elements(s->'notes') AS n;
-    -- the per-contact endpoint reports 'booked' for new and confirmed ones
-    CREATE TEMP TABLE want_appointments ON COMMIT DROP AS
-    SELECT a->>'id' AS id, a->>'contactId' AS contact_id, a->>'calendarId' AS calendar_id,
-           a->>'locationId' AS location_id, a->>'title' AS title,
-           CASE WHEN a->>'appointmentStatus' IN ('new', 'confirmed') THEN 'booked'
-                ELSE a->>'appointmentStatus' END AS status,
-           a->>'appointmentStatus' AS appointment_status,
-           a->>'assignedUserId' AS assigned_user_id, a->>'address' AS address,
-           a->>'notes' AS notes, (a->>'startTime')::timestamptz AS start_time,
-           (a->>'endTime')::timestamptz AS end_time,
-           (a->>'dateAdded')::timestamptz AS date_added,
-           (a->>'dateUpdated')::timestamptz AS date_updated
-    FROM jsonb_array_elements(s->'appointments') AS a;
-    FOREACH resource IN ARRAY ARRAY['contacts', 'tasks', 'notes', 'appointments'] LOOP
-        RETURN QUERY EXECUTE format(
-            'WITH live AS (SELECT %3$s FROM %1$I.%2$I WHERE deleted_at IS NULL),'
-            '     want AS (SELECT %3$s FROM pg_temp.%4$I)'
-            ' SELECT %2$L, (SELECT count(*) FROM want), (SELECT count(*) FROM live),'
-            '  (SELECT count(*) FROM (SELECT * FROM want EXCEPT ALL SELECT * FROM live) x),'
-            '  (SELECT count(*) FROM (SELECT * FROM live EXCEPT ALL SELECT * FROM want) x),'
-            '  (SELECT count(*) FROM %1$I.%2$I WHERE deleted_at IS NOT NULL)',
-            sync_schema, resource,
-            (SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum)
-             FROM pg_attribute WHERE attrelid = format('pg_temp.want_%s', resource)::regclass
-               AND attnum > 0),
-            'want_' || resource);
-    END LOOP;
-END $$;
-
--- the requests the mock received, grouped by endpoint
-CREATE FUNCTION test.request_counts()
-RETURNS TABLE (method text, endpoint text, requests bigint)
-LANGUAGE sql AS $$
-    SELECT method, regexp_replace(path, '[A-Za-z0-9]{20}', '{id}', 'g'), count(*)
-    FROM test.requests() GROUP BY 1, 2 ORDER BY 2, 1
-$$;
-
+-- tombstones, a failed run that the next one resumes, cancel,
+-- refresh_contact, notifications, the ledger's views and pg_cron.
+-- test.sync_diff() and test.request_counts() come from setup.sql.
 SELECT test.mock_reset(300, 7);
 SELECT test.mock_forget();
+-- the mock's appointments span years: read them all through the calendars
+INSERT INTO ghl_fdw.sync_settings (server_name, appointments_back, appointments_ahead)
+VALUES ('ghl', '10 years', '2 years');
 
 -- bad calls
 SELECT test.error_of($$SELECT * FROM ghl_fdw.sync('nosuch')$$);
 SELECT test.error_of($$SELECT * FROM ghl_fdw.sync('ghl', '{contacts,deals}')$$);
 SELECT test.error_of($$SELECT * FROM ghl_fdw.sync('ghl', '{}')$$);
+SELECT test.error_of($$SELECT * FROM ghl_fdw.sync('ghl', full => NULL)$$);
 SELECT test.error_of($$SELECT * FROM ghl_fdw.refresh_contact('ghl', '')$$);
+SELECT test.error_of($$CALL ghl_fdw.run_sync('ghl')$$);
 
 -- the first sync is a full one and creates the tables
 SELECT resource, mode, status, rows_upserted, rows_deleted, requests,
-       watermark IS NOT NULL AS has_watermark, error
-FROM ghl_fdw.sync('ghl') ORDER BY resource;
+       watermark IS NOT NULL AS has_watermark, location_id, error
+FROM ghl_fdw.sync('ghl');
 \d rankr.contacts
 \d rankr.tasks
+-- one search page of contacts, one of tasks, the notes of each contact,
+-- and the appointments of each calendar in yearly windows
 SELECT * FROM test.request_counts();
 SELECT * FROM test.sync_diff();
+-- "status" is what the per-contact endpoint reports, or unknown
+SELECT count(*) AS appointments_without_status FROM rankr.appointments WHERE status IS NULL;
 -- the watermark is the newest date_updated the API reported
 SELECT (SELECT watermark FROM ghl_fdw.sync_state WHERE server_name = 'ghl' AND resource = 'contacts')
        = (SELECT max(date_updated) FROM rankr.contacts) AS watermark_is_newest;
+SELECT resource, mode, status, error IS NULL AS no_error, age < interval '1 minute' AS recent
+FROM ghl_fdw.sync_status WHERE server_name = 'ghl' ORDER BY resource;
+-- the new tables have statistics: reports are planned for their rows
+SELECT relname, reltuples::bigint = (xpath('/row/n/text()',
+           query_to_xml(format('SELECT count(*) AS n FROM rankr.%I', relname), false, true, '')))[1]::text::bigint
+           AS analyzed
+FROM pg_class WHERE relnamespace = 'rankr'::regnamespace AND relkind = 'r' ORDER BY 1;
 
 -- a second full run finds nothing to write
 SELECT test.mock_forget();
 SELECT resource, mode, status, rows_upserted, rows_deleted, requests
-FROM ghl_fdw.sync('ghl', full => true) ORDER BY resource;
+FROM ghl_fdw.sync('ghl', full => true);
 
--- an incremental run without changes reads only the contacts in the
--- overlap window below the watermark (here: the newest one)
+-- an incremental run without changes reads the contacts in the overlap
+-- window below the watermark (here: the newest one) with their notes and
+-- appointments, and the location's tasks
 SELECT test.mock_forget();
 SELECT resource, mode, status, rows_upserted, rows_deleted, requests
-FROM ghl_fdw.sync('ghl') ORDER BY resource;
+FROM ghl_fdw.sync('ghl');
 SELECT * FROM test.request_counts();
+-- the contact search asked for updates since the watermark less 5 minutes
+SELECT body->'filters' AS filters, body->'sort' AS sort FROM test.requests()
+WHERE path = '/contacts/search';
 
 -- the mock changes: contacts updated, created and deleted, children edited
 CREATE TEMP TABLE mut AS
@@ -122,33 +73,32 @@ UNION SELECT jsonb_array_elements_text(m->'created') FROM mut;
 SELECT count(*) AS due_contacts FROM due;
 SELECT test.mock_forget();
 SELECT resource, mode, status, rows_upserted, rows_deleted, requests
-FROM ghl_fdw.sync('ghl') ORDER BY resource;
--- one contact search, and one request per due contact and child resource
+FROM ghl_fdw.sync('ghl');
+-- one contact search, the tasks of the location, one request per due
+-- contact for its notes and one for its appointments, and one for each
+-- task the task search no longer lists (the tasks of the deleted
+-- contacts), confirming it is gone
 SELECT * FROM test.request_counts();
 SELECT (SELECT array_agg(DISTINCT substring(path FROM '^/contacts/([^/]+)/'))
-        FROM test.requests() WHERE method = 'GET')
+        FROM test.requests() WHERE method = 'GET' AND path !~ '/tasks/')
        = (SELECT array_agg(id ORDER BY id) FROM due) AS children_of_due_contacts_only,
        (SELECT count(*) FROM test.requests())
        = (SELECT sum(requests) FROM ghl_fdw.sync_runs
           WHERE run_id = (SELECT max(run_id) FROM ghl_fdw.sync_runs)) AS ledger_counts_every_request;
 -- contacts now equal the mock's except the two deleted ones, which an
--- incremental run cannot see.  Children of due contacts are exact; the
--- others wait for the next full run: tasks missing = 4 edits + 2 creates,
--- extra = the 4 edited rows' old values + the 4 tasks of the deleted
--- contacts; notes missing = 2 of the 3 edits (one note belongs to a due
--- contact and was caught), extra = their old values + 2 deleted notes +
--- the note of a deleted contact
+-- incremental run cannot see; tasks are exact (the location's task search
+-- runs every time, and the tasks of the deleted contacts were confirmed
+-- gone); notes of contacts that did not change wait for the next full run:
+-- missing = 2 of the 3 edits (one note belongs to a due contact), extra =
+-- their old values + 2 deleted notes + the note of a deleted contact
 SELECT * FROM test.sync_diff();
 SELECT count(*) AS deleted_still_live FROM rankr.contacts
 WHERE deleted_at IS NULL AND id IN (SELECT jsonb_array_elements_text(m->'deleted') FROM mut);
-SELECT count(*) FILTER (WHERE contact_id IN (SELECT id FROM due)) AS edited_tasks_of_due,
-       count(*) FILTER (WHERE contact_id NOT IN (SELECT id FROM due)) AS edited_tasks_of_others
-FROM rankr.tasks WHERE id IN (SELECT jsonb_array_elements_text(m->'task_edits') FROM mut);
 
 -- a full run reconciles everything and tombstones what is gone
 SELECT test.mock_forget();
 SELECT resource, mode, status, rows_upserted, rows_deleted, requests
-FROM ghl_fdw.sync('ghl', full => true) ORDER BY resource;
+FROM ghl_fdw.sync('ghl', full => true);
 SELECT * FROM test.sync_diff();
 SELECT count(*) AS deleted_contacts_tombstoned FROM rankr.contacts
 WHERE deleted_at IS NOT NULL AND id IN (SELECT jsonb_array_elements_text(m->'deleted') FROM mut);
@@ -159,58 +109,91 @@ SELECT resource, rows_upserted, rows_deleted
 FROM ghl_fdw.sync('ghl', '{contacts}', full => true);
 SELECT count(*) AS tombstones FROM rankr.contacts WHERE deleted_at IS NOT NULL;
 
--- a failure in the middle of a run (the 4th notes request) leaves the
--- tables and the watermark as they were, and is recorded
+-- A run that fails half-way keeps the pages it committed, and the next run
+-- resumes where it stopped.  Pages of 50 contacts, read one request at a
+-- time so that the failure lands at the same place every time: the notes
+-- request of the 120th contact fails, after two pages were written.
+ALTER SERVER ghl OPTIONS (ADD page_size '50', ADD max_concurrency '1');
 SELECT count(*) FROM test.mock('POST', '/_mock/mutate', '{"seed": 2, "update": 5, "create": 2}');
-CREATE TEMP VIEW fingerprint AS
-SELECT (SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM rankr.contacts t) AS contacts,
-       (SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM rankr.tasks t) AS tasks,
-       (SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM rankr.notes t) AS notes,
-       (SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM rankr.appointments t) AS appointments,
-       (SELECT md5(string_agg(t::text, '|' ORDER BY resource)) FROM ghl_fdw.sync_state t) AS state;
-CREATE TEMP TABLE before AS SELECT * FROM fingerprint;
 SELECT test.mock_forget();
-SELECT test.fault('{"method": "GET", "path": "/notes$", "status": 500, "skip": 3}');
-SELECT resource, mode, status, rows_upserted, rows_deleted, requests, watermark, error
-FROM ghl_fdw.sync('ghl') ORDER BY resource;
--- the tasks were fetched and written before the notes failed
-SELECT * FROM test.request_counts();
-SELECT (SELECT b FROM before b) = (SELECT f FROM fingerprint f) AS unchanged;
-DROP VIEW fingerprint;
-SELECT resource, status, error FROM ghl_fdw.sync_runs
-WHERE run_id = (SELECT max(run_id) FROM ghl_fdw.sync_runs) ORDER BY resource;
--- a run cancelled by statement_timeout is a failed run too
+SELECT test.fault('{"method": "GET", "path": "/notes$", "status": 500, "skip": 119}');
+SELECT resource, mode, status, rows_upserted, rows_deleted, requests, watermark, error,
+       progress->>'phase' AS phase, progress->'contacts_done' AS contacts_done,
+       progress->'pages' AS pages
+FROM ghl_fdw.sync('ghl', full => true);
+-- the position of the pass: two slices done... or where it was
+SELECT pass, resources, jsonb_array_length(cursor->'slices') > 0 AS has_slices,
+       cursor->'done' AS contacts_done, cursor->'pages' AS pages
+FROM ghl_fdw.sync_passes WHERE server_name = 'ghl';
+SELECT resource, status, error FROM ghl_fdw.sync_status WHERE server_name = 'ghl' ORDER BY resource;
+-- the next run resumes: no page already written is read again
+SELECT test.mock_forget();
+SELECT resource, mode, status, requests, error
+FROM ghl_fdw.sync('ghl', full => true);
+SELECT * FROM test.request_counts() WHERE endpoint IN ('/contacts/search', '/contacts/{id}/notes');
+SELECT count(*) AS passes_left FROM ghl_fdw.sync_passes;
+SELECT * FROM test.sync_diff();
+ALTER SERVER ghl OPTIONS (DROP page_size, DROP max_concurrency);
+
+-- a run cancelled by statement_timeout stops its worker, which records it
 SELECT test.mock_forget();
 SELECT test.fault('{"method": "POST", "path": "^/contacts/search$", "kind": "delay", "delay_ms": 3000}');
 SET statement_timeout = '500ms';
-SELECT resource, status, error FROM ghl_fdw.sync('ghl', '{contacts}');
+\set VERBOSITY terse
+SELECT * FROM ghl_fdw.sync('ghl', '{contacts}');
+\set VERBOSITY default
 RESET statement_timeout;
+SELECT pg_sleep(0.5);
+SELECT resource, status, error FROM ghl_fdw.sync_runs
+WHERE run_id = (SELECT max(run_id) FROM ghl_fdw.sync_runs);
 -- the next run catches up
 SELECT test.mock_forget();
-SELECT resource, status, rows_upserted, rows_deleted FROM ghl_fdw.sync('ghl') ORDER BY resource;
+SELECT resource, status FROM ghl_fdw.sync('ghl');
 SELECT resource, missing, extra FROM test.sync_diff() WHERE resource = 'contacts';
+
+-- the same run as a procedure, which commits step by step
+SELECT test.mock_forget();
+CALL ghl_fdw.run_sync('ghl', '{contacts}');
+SELECT resource, mode, status FROM ghl_fdw.sync_runs
+WHERE run_id = (SELECT max(run_id) FROM ghl_fdw.sync_runs);
+-- a failed run fails the procedure, once its ledger rows are saved
+SELECT test.fault('{"method": "POST", "path": "^/contacts/search$", "status": 500}');
+\set VERBOSITY terse
+CALL ghl_fdw.run_sync('ghl', '{contacts}');
+\set VERBOSITY default
+SELECT resource, status, error FROM ghl_fdw.sync_runs
+WHERE run_id = (SELECT max(run_id) FROM ghl_fdw.sync_runs);
 
 -- refresh_contact pulls one contact and its children now
 CREATE TEMP TABLE one AS
 SELECT contact_id AS id FROM rankr.tasks WHERE deleted_at IS NULL
 INTERSECT SELECT contact_id FROM rankr.notes WHERE deleted_at IS NULL
+INTERSECT SELECT contact_id FROM rankr.appointments WHERE deleted_at IS NULL
 ORDER BY 1 LIMIT 1;
 DELETE FROM rankr.tasks WHERE contact_id = (SELECT id FROM one);
-UPDATE rankr.contacts SET city = 'Nowhere' WHERE id = (SELECT id FROM one);
+UPDATE rankr.contacts SET city = 'Nowhere', as_of = NULL WHERE id = (SELECT id FROM one);
 SELECT test.mock_forget();
 SELECT resource, mode, status, rows_upserted > 0 AS wrote, rows_deleted, requests, watermark
-FROM ghl_fdw.refresh_contact('ghl', (SELECT id FROM one)) ORDER BY resource;
+FROM ghl_fdw.refresh_contact('ghl', (SELECT id FROM one));
 SELECT * FROM test.request_counts();
 SELECT resource, missing, extra FROM test.sync_diff();
+-- the per-contact endpoint reports status, derived from appointmentStatus
+SELECT count(*) AS appointments_of_contact,
+       count(*) FILTER (WHERE status = CASE WHEN appointment_status IN ('new', 'confirmed')
+                                            THEN 'booked' ELSE appointment_status END) AS status_as_reported
+FROM rankr.appointments WHERE contact_id = (SELECT id FROM one);
 -- a contact gone upstream is tombstoned with its children
 UPDATE rankr.tasks SET contact_id = 'noSuchContact0000000' WHERE id = (SELECT min(id) FROM rankr.tasks);
-INSERT INTO rankr.contacts (id) VALUES ('noSuchContact0000000');
+INSERT INTO rankr.contacts (id, location_id) VALUES ('noSuchContact0000000', 've9EPM428h8vShlRW1KT');
 SELECT resource, rows_upserted, rows_deleted, requests
-FROM ghl_fdw.refresh_contact('ghl', 'noSuchContact0000000') ORDER BY resource;
+FROM ghl_fdw.refresh_contact('ghl', 'noSuchContact0000000');
+-- a failure is recorded and returned, not raised
+SELECT test.fault('{"method": "GET", "path": "^/contacts/[^/]+$", "status": 500}');
+SELECT resource, status, error FROM ghl_fdw.refresh_contact('ghl', (SELECT id FROM one));
 
 -- NOTIFY: a summary of each run, and the appointments it changed, once
--- the transaction commits.  psql prints notifications with the sender's
--- PID, so they go to a file that is read back without it.
+-- the step that wrote them commits.  psql prints notifications with the
+-- sender's PID, so they go to a file that is read back without it.
 SELECT '/tmp/ghl_fdw_sync_notify_' || pg_backend_pid() AS notify_file \gset
 CREATE TEMP TABLE edited AS
 SELECT m FROM test.mock('POST', '/_mock/mutate', '{"seed": 3, "appointment_edits": 2}') AS m;
@@ -218,6 +201,7 @@ LISTEN ghl_fdw_sync;
 LISTEN ghl_fdw_appointments;
 \o :notify_file
 SELECT count(*) FROM ghl_fdw.sync('ghl', '{appointments}', full => true);
+SELECT pg_sleep(0.1);
 \o
 UNLISTEN *;
 CREATE TEMP TABLE notes AS
@@ -225,11 +209,16 @@ SELECT n[1] AS channel, n[2]::jsonb AS payload
 FROM regexp_matches(pg_read_file(:'notify_file'),
                     'Asynchronous notification "([a-z_]+)" with payload "([^\n]*)" received', 'g') AS n;
 SELECT channel, jsonb_pretty(payload - 'run_id' - 'ids') AS payload,
-       payload->'run_id' = (SELECT to_jsonb(max(run_id)) FROM ghl_fdw.sync_runs) AS this_run,
-       (SELECT array_agg(i ORDER BY i) FROM jsonb_array_elements_text(payload->'ids') AS i)
+       payload->'run_id' = (SELECT to_jsonb(max(run_id)) FROM ghl_fdw.sync_runs) AS this_run
+FROM notes WHERE channel = 'ghl_fdw_sync';
+-- each step announces the appointments it changed: here, the edited ones
+SELECT bool_and(payload->'run_id' = (SELECT to_jsonb(max(run_id)) FROM ghl_fdw.sync_runs)) AS this_run,
+       bool_and(payload->>'server' = 'ghl') AS server,
+       array_agg(i ORDER BY i)
        = (SELECT array_agg(i ORDER BY i) FROM edited, jsonb_array_elements_text(m->'appointment_edits') AS i)
        AS ids_are_the_edited_ones
-FROM notes;
+FROM notes, jsonb_array_elements_text(payload->'ids') AS i
+WHERE channel = 'ghl_fdw_appointments';
 \setenv NOTIFY_FILE :notify_file
 \! rm -f "$NOTIFY_FILE"
 
@@ -238,12 +227,12 @@ INSERT INTO ghl_fdw.sync_runs (run_id, server_name, resource, mode, status, star
 VALUES (0, 'ghl', 'contacts', 'full', 'succeeded', now() - interval '31 days'),
        (-1, 'ghl', 'contacts', 'full', 'succeeded', now() - interval '2 days');
 SELECT ghl_fdw.prune_sync_runs('ghl');
-INSERT INTO ghl_fdw.sync_settings (server_name, keep_runs) VALUES ('ghl', '1 day');
+UPDATE ghl_fdw.sync_settings SET keep_runs = '1 day' WHERE server_name = 'ghl';
 SELECT count(*) FROM ghl_fdw.sync('ghl', '{contacts}');
 SELECT count(*) AS old_rows FROM ghl_fdw.sync_runs WHERE run_id <= 0;
-DELETE FROM ghl_fdw.sync_settings;
+UPDATE ghl_fdw.sync_settings SET keep_runs = '30 days' WHERE server_name = 'ghl';
 
--- pg_cron
+-- pg_cron: jobs call the procedure
 SELECT test.error_of($$SELECT ghl_fdw.schedule_sync('ghl')$$);
 CREATE EXTENSION pg_cron;
 SELECT ghl_fdw.schedule_sync('ghl') AS job \gset
@@ -252,13 +241,15 @@ FROM cron.job WHERE jobid = :job;
 SELECT ghl_fdw.schedule_sync('ghl', '*/5 * * * *', '{contacts,tasks}') = :job AS same_job;
 SELECT jobname, schedule, command FROM cron.job;
 SELECT test.error_of($$SELECT ghl_fdw.schedule_sync('ghl', 'every now and then')$$);
+SELECT test.error_of($$SELECT ghl_fdw.schedule_sync('ghl', '* * * * *', '{deals}')$$);
 SELECT ghl_fdw.unschedule_sync('ghl');
 SELECT ghl_fdw.unschedule_sync('ghl');
 SELECT count(*) AS jobs FROM cron.job;
 
 -- leave things as they were
 DROP SCHEMA rankr CASCADE;
-DROP SCHEMA ghl_fdw_src_ghl CASCADE;
 DELETE FROM ghl_fdw.sync_state;
 DELETE FROM ghl_fdw.sync_runs;
+DELETE FROM ghl_fdw.sync_passes;
+DELETE FROM ghl_fdw.sync_settings;
 SELECT test.mock_reset(100, 42);

@@ -29,14 +29,15 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-/* second half of the advisory lock (umid, key) backends queue on */
-#define GHL_LOCK_LAUNCH			0x67686c31
+/* longest token lifetime believed: a larger expires_in is a broken answer */
+#define GHL_TOKEN_MAX_LIFETIME	(366 * SECS_PER_DAY)
 
 PG_FUNCTION_INFO_V1(ghl_fdw_token_status);
 PG_FUNCTION_INFO_V1(ghl_fdw_require_scope);
@@ -188,25 +189,64 @@ token_request(GhlConnection *conn, GhlOptions *options, GhlRequest *request,
 
 	if (response.status == 404)
 		ghl_report_http_error(conn, request, &response);
-	ghl_json_token_response(response.data, response.len,
-							options->server_name, answer);
+	ghl_json_token_response(response.data, response.len, answer);
 	explicit_bzero(response.data, response.len);
+	if (!answer->is_object)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_JSON_TEXT),
+				 errmsg("the token endpoint of GHL server \"%s\" did not answer with a JSON object",
+						options->server_name),
+				 errhint("Check the server option token_url.")));
+}
+
+/*
+ * Judge a token answer once whatever must be kept of it is kept: it must
+ * carry an access token and a believable expires_in, and nothing of the
+ * wrong form.  Only member names are ever quoted, never values.  Returns
+ * the access token's expiry.
+ */
+static TimestampTz
+check_token_answer(GhlOptions *options, const GhlTokenResponse *answer,
+				   TimestampTz now)
+{
+	const char *missing = answer->access_token == NULL ? "access_token" :
+		answer->expires_in < 0 ? "expires_in" : NULL;
+	const char *invalid = answer->malformed;
+
+	if (invalid == NULL && missing == NULL &&
+		(answer->expires_in < 1 || answer->expires_in > GHL_TOKEN_MAX_LIFETIME))
+		invalid = "expires_in";
+	if (invalid != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+				 errmsg("the token endpoint of GHL server \"%s\" answered with an invalid \"%s\"",
+						options->server_name, invalid),
+				 errdetail("Tokens, scopes and ids must be printable ASCII strings, expires_in a number of seconds from 1 to %d.",
+						   GHL_TOKEN_MAX_LIFETIME),
+				 errhint("Check the server option token_url.")));
+	if (missing != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+				 errmsg("the token endpoint of GHL server \"%s\" answered without \"%s\"",
+						options->server_name, missing),
+				 errhint("Check the server option token_url.")));
+	return TimestampTzPlusMilliseconds(now, answer->expires_in * 1000);
 }
 
 /*
  * Ask /oauth/token for a token: the refresh_token grant with the current
  * refresh token, or the client_credentials grant.  Runs in the token
- * worker only, which commits the result at once.  In Company mode the
- * answer is the agency token, to be exchanged for a location token.
+ * worker only.  A refresh spends the refresh token it sends, so the new
+ * one in the answer is put into *token before anything else of the answer
+ * is looked at: the worker commits it, then ghl_auth_accept_grant() takes
+ * the rest.  An answer without one leaves *token as it was.
  */
 void
-ghl_auth_grant(GhlConnection *conn, GhlOptions *options, GhlToken *token)
+ghl_auth_grant(GhlConnection *conn, GhlOptions *options, GhlToken *token,
+			   GhlTokenResponse *answer)
 {
 	GhlRequest	request = {0};
 	StringInfoData body;
-	GhlTokenResponse answer;
-	TimestampTz now = GetCurrentTimestamp();
-	TimestampTz expires_at;
 
 	initStringInfo(&body);
 	if (options->auth_mode == GHL_AUTH_REFRESH_TOKEN)
@@ -230,26 +270,48 @@ ghl_auth_grant(GhlConnection *conn, GhlOptions *options, GhlToken *token)
 	request.url = options->token_url;
 	request.authenticated = false;
 	request.idempotent = false; /* a refresh spends the refresh token */
-	token_request(conn, options, &request, &body, &answer);
+	token_request(conn, options, &request, &body, answer);
 
-	expires_at = TimestampTzPlusMilliseconds(now, answer.expires_in * 1000);
+	/* the client_credentials grant issues no refresh token */
+	if (options->auth_mode != GHL_AUTH_REFRESH_TOKEN)
+		return;
+	if (answer->refresh_token == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				 errmsg("the token endpoint of GHL server \"%s\" answered a refresh without a usable refresh token",
+						options->server_name),
+				 errdetail("HighLevel spends a refresh token on every refresh; the stored one was kept in case this endpoint does not."),
+				 errhint("Check the server option token_url.  If the next query fails with \"re-authorization is needed\", authorize the app again and set the new refresh token with ALTER USER MAPPING FOR CURRENT_USER SERVER %s OPTIONS (SET refresh_token '...').",
+						 options->server_name)));
+	token->refresh_token = answer->refresh_token;
+}
+
+/*
+ * Take the rest of an answer of ghl_auth_grant() into *token, once its
+ * refresh token is safe.  In Company mode the answer is the agency token,
+ * to be exchanged for a location token.
+ */
+void
+ghl_auth_accept_grant(GhlOptions *options, GhlToken *token,
+					  const GhlTokenResponse *answer)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz expires_at = check_token_answer(options, answer, now);
+
 	if (strcmp(options->user_type, "Company") == 0)
 	{
-		token->agency_token = answer.access_token;
+		token->agency_token = answer->access_token;
 		token->agency_expires_at = expires_at;
 	}
 	else
 	{
-		token->access_token = answer.access_token;
+		token->access_token = answer->access_token;
 		token->expires_at = expires_at;
-		token->location_id = answer.location_id;
+		token->location_id = answer->location_id;
 	}
-	/* the client_credentials grant issues no refresh token */
-	if (options->auth_mode == GHL_AUTH_REFRESH_TOKEN)
-		token->refresh_token = answer.refresh_token;
-	token->scopes = answer.scope;
-	token->user_type = answer.user_type ? answer.user_type : options->user_type;
-	token->company_id = answer.company_id;
+	token->scopes = answer->scope;
+	token->user_type = answer->user_type ? answer->user_type : options->user_type;
+	token->company_id = answer->company_id;
 	token->last_refresh = now;
 }
 
@@ -293,8 +355,8 @@ ghl_auth_location_token(GhlConnection *conn, GhlOptions *options,
 	}
 	PG_END_TRY();
 
+	token->expires_at = check_token_answer(options, &answer, now);
 	token->access_token = answer.access_token;
-	token->expires_at = TimestampTzPlusMilliseconds(now, answer.expires_in * 1000);
 	token->location_id = answer.location_id ? answer.location_id
 		: options->location_id;
 	if (answer.scope != NULL)
@@ -387,9 +449,7 @@ obtain_token(GhlOptions *options, GhlCachedToken *entry)
 	{
 		LOCKTAG		tag;
 
-		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, options->umid,
-							 GHL_LOCK_LAUNCH, 2);
-		(void) LockAcquire(&tag, ExclusiveLock, true, false);
+		ghl_store_lock(options->umid, GHL_STORE_LOCK_LAUNCH, &tag);
 		PG_TRY();
 		{
 			if (!stored_token_usable(options, rejected, &token))
@@ -397,7 +457,7 @@ obtain_token(GhlOptions *options, GhlCachedToken *entry)
 		}
 		PG_FINALLY();
 		{
-			LockRelease(&tag, ExclusiveLock, true);
+			ghl_store_unlock(&tag);
 		}
 		PG_END_TRY();
 	}
@@ -513,6 +573,24 @@ ghl_auth_require_scope(GhlConnection *conn, GhlOptions *options,
 }
 
 /*
+ * The options of a server for the SQL functions below, which act for the
+ * current user: only a role that may use the server, with a user mapping
+ * for it, gets to look at its token or make it refresh.
+ */
+static GhlOptions *
+caller_options(text *server_name)
+{
+	ForeignServer *server = GetForeignServerByName(text_to_cstring(server_name),
+												   false);
+	AclResult	aclresult = pg_foreign_server_aclcheck(server->serverid,
+													   GetUserId(), ACL_USAGE);
+
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, OBJECT_FOREIGN_SERVER, server->servername);
+	return ghl_get_options(server->serverid, GetUserId());
+}
+
+/*
  * SQL: ghl_fdw.require_scope(server_name, scope).  The check writes make
  * before their first request, callable on its own so scripts can find a
  * token without the scope before they start.
@@ -520,9 +598,7 @@ ghl_auth_require_scope(GhlConnection *conn, GhlOptions *options,
 Datum
 ghl_fdw_require_scope(PG_FUNCTION_ARGS)
 {
-	ForeignServer *server = GetForeignServerByName(text_to_cstring(PG_GETARG_TEXT_PP(0)),
-												   false);
-	GhlOptions *options = ghl_get_options(server->serverid, GetUserId());
+	GhlOptions *options = caller_options(PG_GETARG_TEXT_PP(0));
 
 	ghl_auth_require_scope(ghl_get_connection(options), options,
 						   text_to_cstring(PG_GETARG_TEXT_PP(1)));
@@ -564,9 +640,7 @@ scopes_array(const char *scopes)
 Datum
 ghl_fdw_token_status(PG_FUNCTION_ARGS)
 {
-	ForeignServer *server = GetForeignServerByName(text_to_cstring(PG_GETARG_TEXT_PP(0)),
-												   false);
-	GhlOptions *options = ghl_get_options(server->serverid, GetUserId());
+	GhlOptions *options = caller_options(PG_GETARG_TEXT_PP(0));
 	TupleDesc	tupdesc;
 	Datum		values[7];
 	bool		nulls[7] = {0};

@@ -484,8 +484,6 @@ ghl_build_column_maps(Relation rel, List *attnums, const GhlResource *resource,
 	{
 		Form_pg_attribute attr = TupleDescAttr(tupdesc, i);
 		GhlColumnMap *col = &columns[n];
-		Oid			inputfunc;
-		Oid			typid;
 		char	   *field;
 
 		if (attr->attisdropped || !(all || list_member_int(attnums, attr->attnum)))
@@ -508,21 +506,7 @@ ghl_build_column_maps(Relation rel, List *attnums, const GhlResource *resource,
 			(strcmp(col->attname, "raw") == 0 && strcmp(field, "raw") == 0);
 		col->field = field;
 		col->search_field = ghl_search_field_for(resource, field);
-		col->typid = attr->atttypid;
-		col->typmod = attr->atttypmod;
-		col->is_json = (attr->atttypid == JSONBOID || attr->atttypid == JSONOID);
-
-		typid = attr->atttypid;
-		col->elemtypid = col->is_json ? InvalidOid : get_element_type(typid);
-		if (OidIsValid(col->elemtypid))
-		{
-			typid = col->elemtypid;
-			get_typlenbyvalalign(typid, &col->elemlen, &col->elembyval,
-								 &col->elemalign);
-		}
-		col->is_timestamp = (typid == TIMESTAMPTZOID || typid == TIMESTAMPOID);
-		getTypeInputInfo(typid, &inputfunc, &col->ioparam);
-		fmgr_info(inputfunc, &col->input);
+		ghl_column_map_set_type(col, attr->atttypid, attr->atttypmod);
 
 		if (col->is_raw && !col->is_json)
 			ereport(ERROR,
@@ -533,6 +517,31 @@ ghl_build_column_maps(Relation rel, List *attnums, const GhlResource *resource,
 	}
 	*ncolumns = n;
 	return columns;
+}
+
+/*
+ * Fill in how a column map converts to its SQL type: the input function of
+ * the type (of its element type, for arrays) and what json.c needs to know
+ * about the type.  Scans, writes and sync share it.
+ */
+void
+ghl_column_map_set_type(GhlColumnMap *col, Oid typid, int32 typmod)
+{
+	Oid			inputfunc;
+
+	col->typid = typid;
+	col->typmod = typmod;
+	col->is_json = (typid == JSONBOID || typid == JSONOID);
+	col->elemtypid = col->is_json ? InvalidOid : get_element_type(typid);
+	if (OidIsValid(col->elemtypid))
+	{
+		typid = col->elemtypid;
+		get_typlenbyvalalign(typid, &col->elemlen, &col->elembyval,
+							 &col->elemalign);
+	}
+	col->is_timestamp = (typid == TIMESTAMPTZOID || typid == TIMESTAMPOID);
+	getTypeInputInfo(typid, &inputfunc, &col->ioparam);
+	fmgr_info(inputfunc, &col->input);
 }
 
 /*
@@ -804,17 +813,13 @@ run_has_keys(GhlFdwScanState *st)
 /*
  * The path of the request for one key of the run: the key fills the slot
  * the run repeats (the id, the contact or the calendar), the run's own
- * values the others.  key is NULL for a run without repeats.  Temporary
- * strings are freed: a fan-out builds a path per contact of the location.
+ * values the others.  key is NULL for a run without repeats.
  */
 static char *
 key_request_path(GhlFdwScanState *st, const char *key)
 {
 	const char *contact = st->contact_value.data;
 	const char *id = st->id_value.data;
-	char	   *escaped_contact;
-	char	   *escaped_id;
-	char	   *path;
 
 	if (st->plan->endpoint == GHL_EP_CALENDAR_EVENTS)
 		return calendar_events_path(st, key);
@@ -822,12 +827,8 @@ key_request_path(GhlFdwScanState *st, const char *key)
 		id = key;
 	else if (st->plan->array_slot != GHL_ARRAY_NONE)
 		contact = key;
-	escaped_contact = ghl_url_escape(contact);
-	escaped_id = ghl_url_escape(id);
-	path = ghl_endpoint_path(st->endpoint, escaped_contact, escaped_id);
-	pfree(escaped_contact);
-	pfree(escaped_id);
-	return path;
+	return ghl_request_path(st->endpoint, contact, id,
+							st->options->server_name);
 }
 
 /*
@@ -925,8 +926,8 @@ fetch_next_page(GhlFdwScanState *st)
 			break;
 		case GHL_EP_CONTACTS_OF_BUSINESS:
 			request.path = psprintf("%s?locationId=%s&limit=%d&skip=%d",
-									ghl_endpoint_path(ep, NULL,
-													  ghl_url_escape(st->id_value.data)),
+									ghl_request_path(ep, NULL, st->id_value.data,
+													 options->server_name),
 									ghl_url_escape(options->location_id),
 									page_limit, st->skip);
 			break;

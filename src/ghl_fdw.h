@@ -17,11 +17,16 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "nodes/pathnodes.h"
 #include "nodes/pg_list.h"
+#include "storage/lock.h"
+#include "access/tupdesc.h"
+#include "utils/jsonb.h"
 #include "utils/relcache.h"
+#include "utils/tuplestore.h"
 
 #define GHL_FDW_VERSION			"1.1"
 #define GHL_DEFAULT_BASE_URL	"https://services.leadconnectorhq.com"
@@ -30,12 +35,14 @@
 
 /* largest page the search endpoint serves, and the classic list's cap */
 #define GHL_SEARCH_MAX_PAGE		500
+/* records the search pages through with "page"; its totals stop there too */
+#define GHL_SEARCH_WINDOW		10000
 #define GHL_DEFAULT_PAGE_SIZE	500
 
 /* the API's error text is cut to this many bytes in errdetail */
-#define GHL_ERRDETAIL_MAX		400
+#define GHL_ERRDETAIL_MAX		120
 
-/* requests one scan runs side by side: server option max_concurrency */
+/* requests a scan or sync runs side by side: server option max_concurrency */
 #define GHL_DEFAULT_CONCURRENCY	8
 #define GHL_MAX_CONCURRENCY		32
 
@@ -60,6 +67,7 @@ typedef struct GhlOptions
 	Oid			userid;			/* the user the mapping was looked up for */
 	Oid			umid;			/* the user mapping's OID */
 	char	   *server_name;
+	bool		owner_is_superuser; /* the server's URLs are the admin's choice */
 
 	/* server options */
 	char	   *location_id;
@@ -71,9 +79,9 @@ typedef struct GhlOptions
 	int			max_retries;
 	int			daily_budget_floor; /* refuse requests below this many left */
 	int			page_size;
+	int			max_concurrency;	/* requests a scan or sync runs side by side */
 	bool		read_only;
 	char	   *sync_schema;
-	int			max_concurrency;	/* requests a scan runs side by side */
 
 	/* user mapping options */
 	GhlAuthMode auth_mode;
@@ -86,12 +94,20 @@ typedef struct GhlOptions
 
 extern bool ghl_enable_pushdown;
 extern int	ghl_max_response_bytes;
+extern char *ghl_allowed_hosts;
 
 extern GhlOptions *ghl_get_options(Oid serverid, Oid userid);
 extern char *ghl_get_table_option(Oid relid, const char *name);
 extern char *ghl_get_column_field(Oid relid, AttrNumber attnum);
 extern char *ghl_camel_case(const char *column_name);
+extern void ghl_check_url(const char *option, const char *url, bool restricted,
+						  const char *server_name);
 extern void _PG_init(void);
+
+/* webhook deliveries: see webhook.c */
+extern int	ghl_webhook_max_age;
+extern bool ghl_webhook_allow_unsigned;
+extern int	ghl_webhook_retention;
 
 /*
  * in resource.c
@@ -131,6 +147,7 @@ typedef enum GhlEndpointKind
 	GHL_EP_CALENDARS,			/* GET /calendars/ of the location */
 	GHL_EP_CALENDAR_EVENTS,		/* GET /calendars/events, one calendar, a window */
 	GHL_EP_CUSTOM_FIELDS,		/* GET /locations/{locationId}/customFields */
+	GHL_EP_APPOINTMENT_BY_ID,	/* GET /calendars/events/appointments/{id} */
 	GHL_NUM_ENDPOINTS			/* also: "no such endpoint" */
 } GhlEndpointKind;
 
@@ -205,6 +222,8 @@ extern const GhlResource *ghl_resource_for_table(Oid relid);
 extern const GhlEndpoint *ghl_endpoint(GhlEndpointKind kind);
 extern char *ghl_endpoint_path(const GhlEndpoint *ep, const char *contact_id,
 							   const char *id);
+extern char *ghl_request_path(const GhlEndpoint *ep, const char *contact_id,
+							  const char *id, const char *server_name);
 extern const char *ghl_resource_names(void);
 extern const char *ghl_search_field_for(const GhlResource *resource,
 										const char *field);
@@ -398,6 +417,9 @@ extern void ghl_governor_observe(const GhlOptions *options,
 								 const GhlRateLimit *rate,
 								 long status, long wait_ms);
 extern void ghl_count(const GhlOptions *options, GhlCounter which, int64 n);
+extern long ghl_statement_ms_left(void);
+extern void ghl_governor_check_deadline(const GhlOptions *options,
+										long wait_ms);
 
 /*
  * in auth.c
@@ -435,17 +457,31 @@ typedef struct GhlToken
 extern char *ghl_auth_seed_fingerprint(GhlOptions *options);
 extern bool ghl_auth_token_usable(GhlOptions *options, const GhlToken *token,
 								  const char *rejected);
+struct GhlTokenResponse;
 extern void ghl_auth_grant(GhlConnection *conn, GhlOptions *options,
-						   GhlToken *token);
+						   GhlToken *token, struct GhlTokenResponse *answer);
+extern void ghl_auth_accept_grant(GhlOptions *options, GhlToken *token,
+								  const struct GhlTokenResponse *answer);
 extern void ghl_auth_location_token(GhlConnection *conn, GhlOptions *options,
 									GhlToken *token);
 
 /*
  * in token_store.c
  */
+
+/* what one of a mapping's locks serializes */
+typedef enum GhlStoreLock
+{
+	GHL_STORE_LOCK_LAUNCH = 1,	/* backends about to start a token worker */
+	GHL_STORE_LOCK_REFRESH = 2	/* token workers asking the token endpoint */
+} GhlStoreLock;
+
+struct LOCKTAG;
 extern bool ghl_store_read(Oid umid, GhlToken *token);
 extern void ghl_store_write(Oid umid, const GhlToken *token);
 extern Oid	ghl_store_owner(void);
+extern void ghl_store_lock(Oid umid, GhlStoreLock purpose, struct LOCKTAG *tag);
+extern void ghl_store_unlock(const struct LOCKTAG *tag);
 
 /*
  * in token_worker.c
@@ -487,6 +523,7 @@ extern GhlJsonPage *ghl_json_parse_page(const char *data, size_t len,
 										bool single_object,
 										const char *server_name);
 extern int	ghl_json_page_rows(GhlJsonPage *page);
+extern int64 ghl_json_page_total(GhlJsonPage *page);
 extern void ghl_json_row_to_values(GhlJsonPage *page, int row,
 								   GhlColumnMap *columns, int ncolumns,
 								   bool use_search_fields,
@@ -519,12 +556,17 @@ extern char *ghl_json_search_body(const char *location_id, int page_limit,
 extern char *ghl_json_task_search_body(List *filters, int limit, int skip);
 extern List *ghl_json_page_strings(GhlJsonPage *page, const char *key);
 
-/* The fields of a token endpoint's answer that auth.c uses. */
+/*
+ * The members of a token endpoint's answer that auth.c uses; NULL or -1
+ * when absent or malformed.
+ */
 typedef struct GhlTokenResponse
 {
+	bool		is_object;		/* the answer was a JSON object */
+	const char *malformed;		/* first member of the wrong form, or NULL */
 	char	   *access_token;
 	char	   *refresh_token;
-	int64		expires_in;		/* seconds */
+	int64		expires_in;		/* seconds, not negative */
 	char	   *scope;			/* space separated */
 	char	   *user_type;
 	char	   *company_id;
@@ -532,7 +574,6 @@ typedef struct GhlTokenResponse
 } GhlTokenResponse;
 
 extern void ghl_json_token_response(const char *data, size_t len,
-									const char *server_name,
 									GhlTokenResponse *out);
 
 /* a request body of a write, built field by field */
@@ -547,11 +588,152 @@ extern void ghl_json_body_add_custom_fields(GhlJsonBody *body, const char *key,
 extern char *ghl_json_body_text(GhlJsonBody *body);
 
 /*
+ * in sync_target.c
+ */
+typedef struct GhlTarget GhlTarget;
+typedef struct GhlRows GhlRows;
+
+extern GhlTarget *ghl_target_open(const char *schema,
+								  const GhlResource *resource, bool create,
+								  MemoryContext cxt);
+extern const char *ghl_target_name(GhlTarget *target);
+extern GhlRows *ghl_rows_new(GhlTarget *target, const char *location_id,
+							 const char *const *absent_fields);
+extern void ghl_rows_add_json(GhlRows *rows, GhlJsonPage *page, int row,
+							  bool use_search_fields, const char *contact_id,
+							  TimestampTz as_of);
+extern int	ghl_rows_count(GhlRows *rows);
+extern char *ghl_rows_id(GhlRows *rows, int row);
+extern TimestampTz ghl_rows_time(GhlRows *rows, int row, const char *column);
+extern char *ghl_rows_text(GhlRows *rows, int row, int column, bool *known);
+extern int	ghl_target_ncolumns(GhlTarget *target);
+extern const char *ghl_target_column(GhlTarget *target, int column);
+extern GhlRows *ghl_target_read(GhlTarget *target, const char *location_id,
+								const char *column, List *keys, int limit);
+extern List *ghl_target_upsert(GhlTarget *target, GhlRows *rows);
+extern void ghl_target_analyze(GhlTarget *target, int64 changed);
+extern List *ghl_target_replace_children(GhlTarget *target,
+										 const char *location_id,
+										 List *contact_ids, List *seen_ids,
+										 TimestampTz fetched);
+extern List *ghl_target_tombstone(GhlTarget *target, const char *location_id,
+								  List *ids, TimestampTz as_of);
+extern List *ghl_target_sweep(GhlTarget *target, const char *location_id,
+							  TimestampTz before);
+extern List *ghl_target_unseen(GhlTarget *target, const char *location_id,
+							   TimestampTz before, const char *window_column,
+							   TimestampTz lo, TimestampTz hi);
+
+/*
+ * in sync.c
+ */
+#define GHL_NUM_RESOURCES		4	/* GhlResourceKind values */
+
+/* Where a sync run executes, which decides how it commits its steps. */
+typedef enum GhlSyncHost
+{
+	GHL_HOST_WORKER,			/* a background worker: its own transactions */
+	GHL_HOST_PROCEDURE,			/* CALL in a non-atomic context: SPI_commit */
+	GHL_HOST_TRANSACTION		/* one step in the caller's transaction */
+} GhlSyncHost;
+
+extern bool ghl_sync_execute(GhlSyncHost host, Oid serverid, int64 run_id,
+							 const bool *resources, bool full,
+							 const char *contact_id);
+extern const char *ghl_sync_resource_name(int resource);
+
+/*
+ * in sync_ledger.c
+ */
+
+/* A slice of a contacts pass as committed: its range and position. */
+typedef struct GhlSliceState
+{
+	bool		bounded;		/* lo and hi apply */
+	int64		lo;				/* dateAdded range in ms, inclusive */
+	int64		hi;
+	char	   *after;			/* searchAfter cursor, or NULL: from the start */
+	int64		read;			/* contacts read up to the cursor */
+	bool		done;
+} GhlSliceState;
+
+/* How far a pass over a location has got, as its last step committed. */
+typedef struct GhlPassState
+{
+	TimestampTz started;		/* what it has not seen since is gone */
+	TimestampTz since;			/* incremental: dateUpdated lower bound */
+	TimestampTz newest_update;	/* newest dateUpdated seen */
+	int64		total;			/* records the API reported */
+	int64		done;			/* records written */
+	int64		pages;
+	int64		skip;			/* paging by skip: rows read */
+	List	   *slices;			/* GhlSliceState */
+} GhlPassState;
+
+/* Per-server settings of ghl_fdw.sync_settings, with their defaults. */
+typedef struct GhlSyncSettings
+{
+	int64		overlap_ms;
+	int64		appointments_back_ms;
+	int64		appointments_ahead_ms;
+	bool		appointments_by_contact;	/* not through the calendars */
+} GhlSyncSettings;
+
+extern int64 ghl_ledger_next_run_id(void);
+extern void ghl_ledger_start(int64 run_id, const char *server_name,
+							 const char *location_id, const char *mode,
+							 const bool *wanted, TimestampTz started,
+							 const char *progress);
+extern void ghl_ledger_update(int64 run_id, const bool *wanted,
+							  const int64 *upserted, const int64 *deleted,
+							  const int64 *requests, const char *progress,
+							  const char *status, const char *error,
+							  const TimestampTz *watermark);
+extern void ghl_ledger_skipped(int64 run_id, const char *server_name,
+							   const char *location_id, const char *mode,
+							   const bool *wanted, const char *reason);
+extern void ghl_ledger_interrupted(const char *server_name, int64 run_id);
+extern bool ghl_ledger_rows(int64 run_id, Tuplestorestate *store,
+							TupleDesc desc);
+extern char *ghl_ledger_error(int64 run_id);
+extern int64 ghl_ledger_requests(int64 run_id);
+extern void ghl_ledger_prune(const char *server_name);
+extern TimestampTz ghl_state_watermark(const char *server_name,
+									   const char *resource);
+extern void ghl_state_set_watermark(const char *server_name,
+									const char *resource,
+									TimestampTz watermark);
+extern bool ghl_pass_load(const char *server_name, const char *pass,
+						  const char *location_id, const bool *wanted,
+						  GhlPassState *state);
+extern void ghl_pass_save(const char *server_name, const char *pass,
+						  const char *location_id, const bool *wanted,
+						  const GhlPassState *state);
+extern void ghl_pass_drop(const char *server_name, const char *pass);
+extern void ghl_sync_settings(const char *server_name,
+							  GhlSyncSettings *settings);
+extern bool ghl_sync_lock(const char *schema, const char *location_id,
+						  LOCKTAG *tag);
+extern void ghl_sync_unlock(const LOCKTAG *tag);
+extern void ghl_notify(const char *channel, const char *payload);
+
+/*
+ * in sync_worker.c
+ */
+extern Oid	ghl_sync_server(text *name);
+extern int64 ghl_sync_refresh(Oid serverid, const char *contact_id,
+							  ErrorData **edata_out);
+extern void ghl_sync_record_failure(Oid serverid, int64 run_id,
+									const char *mode, ErrorData *edata);
+extern PGDLLEXPORT void ghl_sync_worker_main(Datum arg);
+
+/*
  * in ghl_fdw.c
  */
 extern GhlColumnMap *ghl_build_column_maps(Relation rel, List *attnums,
 										   const GhlResource *resource,
 										   int *ncolumns, int *query_attindex);
+extern void ghl_column_map_set_type(GhlColumnMap *col, Oid typid, int32 typmod);
 
 /*
  * in modify.c
@@ -613,5 +795,46 @@ extern List *ghl_request_plan_to_list(GhlRequestPlan *plan);
 extern GhlRequestPlan *ghl_request_plan_from_list(List *list);
 extern char *ghl_request_plan_describe(GhlRequestPlan *plan,
 									   const GhlResource *resource);
+
+/*
+ * in webhook.c
+ */
+
+/* One verified webhook delivery, as the apply hook sees it. */
+typedef struct GhlWebhookEvent
+{
+	const char *webhook_id;
+	const char *type;			/* as sent: ContactCreate, INSTALL, ... */
+	const char *location_id;	/* NULL when absent (agency-level installs) */
+	const char *company_id;		/* NULL when absent */
+	TimestampTz timestamp;		/* when HighLevel sent it */
+	Jsonb	   *body;			/* the whole delivery */
+} GhlWebhookEvent;
+
+extern Oid	ghl_webhook_table(const char *relname, Oid *owner);
+extern uint64 ghl_webhook_execute(Oid owner, SPIPlanPtr *plan, const char *sql,
+								  int nargs, Oid *argtypes, Datum *values,
+								  const char *nulls);
+
+/*
+ * in webhook_keys.c
+ */
+typedef enum GhlSignatureCheck
+{
+	GHL_SIGNATURE_VERIFIED,		/* an enabled key verified it */
+	GHL_SIGNATURE_MALFORMED,	/* not base64, or of the wrong length */
+	GHL_SIGNATURE_NO_KEY,		/* no enabled key of its algorithm */
+	GHL_SIGNATURE_MISMATCH		/* no enabled key verifies it */
+} GhlSignatureCheck;
+
+extern GhlSignatureCheck ghl_webhook_verify(const char *algorithm,
+											const char *signature,
+											const char *data, size_t len,
+											char **key_id);
+
+/*
+ * in webhook_apply.c
+ */
+extern const char *ghl_webhook_apply(const GhlWebhookEvent *event);
 
 #endif							/* GHL_FDW_H */

@@ -18,12 +18,21 @@
  * Nothing raises an error inside a curl callback: callbacks only collect
  * data and set flags, and errors are raised once the transfer is over.
  *
+ * A server owned by a non-superuser may only reach what the administrator
+ * allowed: its URLs are checked again before each attempt, and the address
+ * curl is about to connect to, after DNS resolution, must not be loopback,
+ * private, link-local or otherwise internal.
+ *
  * IDENTIFICATION
  *		  src/http.c
  *
  *-------------------------------------------------------------------------
  */
 #include "ghl_fdw.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <curl/curl.h>
 
@@ -73,6 +82,10 @@ struct GhlAttempt
 	size_t		cap;
 	bool		overflow;		/* body exceeded ghl_max_response_bytes */
 	bool		oom;			/* realloc failed */
+
+	/* the address the attempt refused to connect to, and why */
+	char		refused_address[INET6_ADDRSTRLEN];
+	const char *refused_kind;
 
 	char		content_type[128];	/* "" if none */
 	int64		retry_after;	/* Retry-After in seconds, or -1 */
@@ -492,6 +505,126 @@ ghl_header_callback(char *ptr, size_t size, size_t nitems, void *userdata)
 }
 
 /*
+ * Address blocks a non-superuser's server may not connect to: they reach
+ * the database host itself, the internal network or a cloud's metadata
+ * service (169.254.169.254) rather than a public API.
+ */
+static const struct
+{
+	uint8		prefix[16];
+	int			bits;
+	const char *kind;
+}			refused_ipv6[] =
+{
+	{{0}, 128, "unspecified"},
+	{{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}, 128, "loopback"},
+	{{0xfe, 0x80}, 10, "link-local"},
+	{{0xfe, 0xc0}, 10, "site-local"},
+	{{0xfc}, 7, "unique local"},
+	{{0xff}, 8, "multicast"},
+},
+			refused_ipv4[] =
+{
+	{{0}, 8, "unspecified"},
+	{{10}, 8, "private"},
+	{{100, 64}, 10, "shared (carrier-grade NAT)"},
+	{{127}, 8, "loopback"},
+	{{169, 254}, 16, "link-local"},
+	{{172, 16}, 12, "private"},
+	{{192, 168}, 16, "private"},
+	{{224}, 4, "multicast"},
+	{{240}, 4, "reserved or broadcast"},
+};
+
+/* IPv6 forms that carry an IPv4 address in their last 32 bits */
+static const struct
+{
+	uint8		prefix[12];
+}			ipv4_in_ipv6[] =
+{
+	{{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff}},	/* mapped ::ffff:a.b.c.d */
+	{{0}},						/* compatible ::a.b.c.d */
+	{{0, 0x64, 0xff, 0x9b}},	/* NAT64 64:ff9b::a.b.c.d */
+};
+
+/* Whether the first "bits" bits of addr equal those of prefix. */
+static bool
+prefix_match(const uint8 *addr, const uint8 *prefix, int bits)
+{
+	int			bytes = bits / 8;
+
+	return memcmp(addr, prefix, bytes) == 0 &&
+		(bits % 8 == 0 ||
+		 ((addr[bytes] ^ prefix[bytes]) & (0xff << (8 - bits % 8))) == 0);
+}
+
+/*
+ * Why a non-superuser's server may not connect to this address, or NULL
+ * when it may.  IPv4 addresses wrapped in IPv6 are judged as IPv4.
+ */
+static const char *
+refused_address_kind(const struct sockaddr *sa)
+{
+	const uint8 *addr;
+	int			i;
+
+	if (sa->sa_family == AF_INET6)
+	{
+		addr = ((const struct sockaddr_in6 *) sa)->sin6_addr.s6_addr;
+		for (i = 0; i < lengthof(refused_ipv6); i++)
+			if (prefix_match(addr, refused_ipv6[i].prefix, refused_ipv6[i].bits))
+				return refused_ipv6[i].kind;
+		for (i = 0; i < lengthof(ipv4_in_ipv6); i++)
+			if (memcmp(addr, ipv4_in_ipv6[i].prefix, 12) == 0)
+				break;
+		if (i == lengthof(ipv4_in_ipv6))
+			return NULL;
+		addr += 12;
+	}
+	else if (sa->sa_family == AF_INET)
+		addr = (const uint8 *) &((const struct sockaddr_in *) sa)->sin_addr;
+	else
+		return "non-IP";
+
+	for (i = 0; i < lengthof(refused_ipv4); i++)
+		if (prefix_match(addr, refused_ipv4[i].prefix, refused_ipv4[i].bits))
+			return refused_ipv4[i].kind;
+	return NULL;
+}
+
+/*
+ * libcurl's hook for creating a connection's socket, installed for servers
+ * of non-superusers: it sees the address curl resolved and is about to
+ * connect to, so a host name that resolves (or is rebound) to an internal
+ * address is refused before anything is sent.  Only a flag and the
+ * address are kept in the attempt; the error is raised once the transfer
+ * is over.
+ */
+static curl_socket_t
+ghl_open_socket(void *clientp, curlsocktype purpose,
+				struct curl_sockaddr *address)
+{
+	GhlAttempt *attempt = (GhlAttempt *) clientp;
+	const char *kind = refused_address_kind(&address->addr);
+
+	if (kind != NULL)
+	{
+		const void *raw = address->family == AF_INET6 ?
+			(const void *) &((struct sockaddr_in6 *) &address->addr)->sin6_addr :
+			(const void *) &((struct sockaddr_in *) &address->addr)->sin_addr;
+
+		attempt->refused_kind = kind;
+		if ((address->family != AF_INET && address->family != AF_INET6) ||
+			inet_ntop(address->family, raw, attempt->refused_address,
+					  sizeof(attempt->refused_address)) == NULL)
+			strlcpy(attempt->refused_address, "?",
+					sizeof(attempt->refused_address));
+		return CURL_SOCKET_BAD;
+	}
+	return socket(address->family, address->socktype, address->protocol);
+}
+
+/*
  * Name the request in every error raised while it runs: method and path,
  * without the query string (it may carry search terms) and without the
  * base URL (it may carry credentials).  arg is the GhlRequest.
@@ -601,11 +734,19 @@ ghl_configure_handle(GhlAttempt *attempt, const GhlRequest *request,
 	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long) options->timeout_ms);
 	curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
 #if LIBCURL_VERSION_NUM >= 0x075500
-	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR,
+					 options->owner_is_superuser ? "http,https" : "https");
 #else
 	curl_easy_setopt(curl, CURLOPT_PROTOCOLS,
-					 (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
+					 options->owner_is_superuser ?
+					 (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS) :
+					 (long) CURLPROTO_HTTPS);
 #endif
+	if (!options->owner_is_superuser)
+	{
+		curl_easy_setopt(curl, CURLOPT_OPENSOCKETFUNCTION, ghl_open_socket);
+		curl_easy_setopt(curl, CURLOPT_OPENSOCKETDATA, attempt);
+	}
 	if (ghl_max_response_bytes > 0)
 		curl_easy_setopt(curl, CURLOPT_MAXFILESIZE_LARGE,
 						 (curl_off_t) ghl_max_response_bytes);
@@ -629,6 +770,7 @@ ghl_configure_handle(GhlAttempt *attempt, const GhlRequest *request,
 	attempt->connect_time = 0;
 	ghl_forget_headers(attempt);
 	attempt->errbuf[0] = '\0';
+	attempt->refused_kind = NULL;
 }
 
 /*
@@ -649,6 +791,12 @@ ghl_attempt_start(GhlConnection *conn, const GhlRequest *request,
 	GhlOptions *options;
 	char	   *url;
 	uint32		auth_epoch = conn->auth_epoch;
+
+	/* ghl_fdw.allowed_hosts may have changed since the server was made */
+	if (!conn->options->owner_is_superuser)
+		ghl_check_url(request->url ? "token_url" : "base_url",
+					  request->url ? request->url : conn->options->base_url,
+					  true, conn->options->server_name);
 
 	if (request->authenticated)
 		token = ghl_auth_bearer(conn, conn->options);
@@ -849,23 +997,6 @@ ghl_retry_delay(long server_wait, int retry)
 }
 
 /*
- * Whether a sleep of "ms" would end after statement_timeout fires: then
- * there is no point in starting it, and the failure at hand is reported
- * instead of a cancel.
- */
-static bool
-ghl_outlives_statement(long ms)
-{
-	TimestampTz deadline;
-
-	if (StatementTimeout <= 0)
-		return false;
-	deadline = TimestampTzPlusMilliseconds(GetCurrentStatementStartTimestamp(),
-										   StatementTimeout);
-	return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms) >= deadline;
-}
-
-/*
  * After a 401: whether trying again can send a different token.  Requests
  * that ran side by side with one token all come back 401; the first one
  * drops the token, and the others just retry with whatever replaced it
@@ -922,11 +1053,17 @@ ghl_attempt_retry(GhlConnection *conn, GhlAttempt *attempt,
 	}
 	else
 	{
+		long		left_ms;
+
+		/* a refused address stays refused */
 		if (!ghl_retryable(request, attempt->rc, status) ||
+			(attempt->rc == CURLE_COULDNT_CONNECT &&
+			 attempt->refused_kind != NULL) ||
 			state->retries >= options->max_retries)
 			return false;
 		delay = ghl_retry_delay(server_wait, state->retries);
-		if (ghl_outlives_statement(delay))
+		left_ms = ghl_statement_ms_left();
+		if (left_ms >= 0 && delay >= left_ms)
 		{
 			elog(DEBUG1, "GHL server \"%s\": no retry, %ld ms of backoff would outlast statement_timeout",
 				 options->server_name, delay);
@@ -947,25 +1084,37 @@ ghl_attempt_retry(GhlConnection *conn, GhlAttempt *attempt,
 }
 
 /*
- * Cut text from the network to GHL_ERRDETAIL_MAX bytes for an errdetail:
- * only whole, valid UTF-8 characters are kept, and in a non-UTF-8 database
- * non-ASCII bytes become '?', so the message can always be encoded.
+ * Cut text from the network to a short excerpt for an errdetail: at most
+ * GHL_ERRDETAIL_MAX bytes of whole, valid UTF-8 characters, with control
+ * characters (C0, DEL and C1) turned into '?' so that nothing the other
+ * side sends can forge lines or terminal sequences in a log; in a
+ * non-UTF-8 database non-ASCII bytes become '?' too, so the message can
+ * always be encoded.
  */
 static char *
 ghl_clip_text(const char *text, size_t len)
 {
 	StringInfoData buf;
+	bool		utf8 = GetDatabaseEncoding() == PG_UTF8;
 	int			keep;
 	int			i;
 
 	keep = pg_encoding_verifymbstr(PG_UTF8, text, (int) Min(len, GHL_ERRDETAIL_MAX));
 	initStringInfo(&buf);
 	appendBinaryStringInfo(&buf, text, keep);
-	if (GetDatabaseEncoding() != PG_UTF8)
+	for (i = 0; i < buf.len; i++)
 	{
-		for (i = 0; i < buf.len; i++)
-			if ((unsigned char) buf.data[i] >= 0x80)
-				buf.data[i] = '?';
+		unsigned char c = (unsigned char) buf.data[i];
+
+		if (c < 0x20 || c == 0x7f || (c >= 0x80 && !utf8))
+			buf.data[i] = '?';
+		else if (c == 0xc2 && (unsigned char) buf.data[i + 1] < 0xa0)
+		{
+			/* U+0080 to U+009F, two bytes */
+			buf.data[i] = '?';
+			memmove(buf.data + i + 1, buf.data + i + 2, buf.len - i - 1);
+			buf.len--;
+		}
 	}
 	if ((size_t) keep < len)
 		appendStringInfoString(&buf, "...");
@@ -1020,6 +1169,15 @@ ghl_report_curl_error(GhlConnection *conn, GhlAttempt *attempt)
 				 errmsg("out of memory"),
 				 errdetail("Failed while receiving a response of %zu bytes.",
 						   attempt->len)));
+
+	if (rc == CURLE_COULDNT_CONNECT && attempt->refused_kind != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("GHL server \"%s\" may not connect to %s address %s",
+						options->server_name, attempt->refused_kind,
+						attempt->refused_address),
+				 errdetail("The owner of the server is not a superuser, so it may only reach public addresses."),
+				 errhint("Point base_url and token_url at the public API, or have a superuser create the server.")));
 
 	if (attempt->overflow || rc == CURLE_FILESIZE_EXCEEDED)
 		ereport(ERROR,
@@ -1102,13 +1260,17 @@ ghl_attempt_response(GhlConnection *conn, GhlAttempt *attempt,
 		memcpy(response->data, attempt->buf, attempt->len);
 	response->data[attempt->len] = '\0';
 
-	if (status >= 200 && status < 300)
+	/* a token endpoint's answer is parsed whatever its type, never shown */
+	if (status >= 200 && status < 300 && !request->token_request)
 		ghl_check_json(conn, attempt, response);
 
 	error_context_stack = errcallback.previous;
 
 	if ((status >= 200 && status < 300) || status == 404)
 		return;
+	/* nothing of a token endpoint's answer is shown: drop the copy now */
+	if (request->token_request)
+		explicit_bzero(response->data, response->len);
 	ghl_report_http_error(conn, request, response);
 }
 
@@ -1116,7 +1278,9 @@ ghl_attempt_response(GhlConnection *conn, GhlAttempt *attempt,
  * Map an HTTP error status to a SQLSTATE and report it with the API's own
  * message.  The single place where that mapping lives, so callers that
  * treat a status as an error (e.g. a 404 that is not "zero rows") report it
- * exactly as the transport would.
+ * exactly as the transport would.  Of a token endpoint's answer nothing is
+ * shown: an endpoint that echoes its request would print the secrets the
+ * request carried.
  */
 void
 ghl_report_http_error(GhlConnection *conn, const GhlRequest *request,
@@ -1131,16 +1295,21 @@ ghl_report_http_error(GhlConnection *conn, const GhlRequest *request,
 	int			sqlstate;
 	ErrorContextCallback errcallback;
 
-	ghl_json_error_info(response->data, response->len, &message, &trace_id);
-	if (message != NULL && trace_id != NULL)
-		detail = psprintf("%s (traceId %s)",
-						  ghl_clip_text(message, strlen(message)),
-						  ghl_clip_text(trace_id, strlen(trace_id)));
-	else if (message != NULL)
-		detail = ghl_clip_text(message, strlen(message));
-	else if (response->len > 0)
-		detail = psprintf("Response body: %s",
-						  ghl_clip_text(response->data, response->len));
+	if (request->token_request)
+		detail = pstrdup("The token endpoint's answer is not shown, since it may contain credentials.");
+	else
+	{
+		ghl_json_error_info(response->data, response->len, &message, &trace_id);
+		if (message != NULL && trace_id != NULL)
+			detail = psprintf("%s (traceId %s)",
+							  ghl_clip_text(message, strlen(message)),
+							  ghl_clip_text(trace_id, strlen(trace_id)));
+		else if (message != NULL)
+			detail = ghl_clip_text(message, strlen(message));
+		else if (response->len > 0)
+			detail = psprintf("Response body: %s",
+							  ghl_clip_text(response->data, response->len));
+	}
 
 	switch (status)
 	{
@@ -1189,38 +1358,33 @@ ghl_report_http_error(GhlConnection *conn, const GhlRequest *request,
 }
 
 /*
- * Percent-encode a value for a query string or path segment.  curl's
- * result is malloc'd: copy it without a throwing palloc, so an
- * out-of-memory error cannot leak it.
+ * Percent-encode a value for a path segment, a query string or a form
+ * body.  Everything but ASCII letters, digits, '-', '_' and '~' is
+ * encoded, '.' included: an id ".." left as it is would make
+ * "/contacts/../tasks" another endpoint once the path is normalized.  The
+ * result is sized up front, so a secret being encoded leaves no partial
+ * copies behind in reallocated memory.
  */
 char *
 ghl_url_escape(const char *value)
 {
-	char	   *escaped;
-	char	   *result = NULL;
+	static const char hex[] = "0123456789ABCDEF";
+	char	   *result = palloc(strlen(value) * 3 + 1);
+	char	   *out = result;
+	const unsigned char *in;
 
-	ghl_curl_global_init();
-#if LIBCURL_VERSION_NUM >= 0x075200
-	escaped = curl_easy_escape(NULL, value, 0);
-#else
+	for (in = (const unsigned char *) value; *in; in++)
 	{
-		CURL	   *curl = curl_easy_init();
-
-		escaped = curl ? curl_easy_escape(curl, value, 0) : NULL;
-		if (curl)
-			curl_easy_cleanup(curl);
+		if ((*in >= 'A' && *in <= 'Z') || (*in >= 'a' && *in <= 'z') ||
+			(*in >= '0' && *in <= '9') || *in == '-' || *in == '_' || *in == '~')
+			*out++ = (char) *in;
+		else
+		{
+			*out++ = '%';
+			*out++ = hex[*in >> 4];
+			*out++ = hex[*in & 0x0f];
+		}
 	}
-#endif
-	if (escaped != NULL)
-	{
-		result = palloc_extended(strlen(escaped) + 1, MCXT_ALLOC_NO_OOM);
-		if (result != NULL)
-			strcpy(result, escaped);
-		curl_free(escaped);
-	}
-	if (result == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("out of memory")));
+	*out = '\0';
 	return result;
 }

@@ -150,7 +150,8 @@ multi_new_transfer(GhlMulti *multi, const GhlRequest *request, void *tag)
 /*
  * Send one attempt of a transfer if the governor allows it now.  If it
  * does not, nothing of the batch starts before the time it names (it is
- * a queue), and the wait is counted like any throttled request's.
+ * a queue), and the wait is counted like any throttled request's; a wait
+ * that would outlast statement_timeout fails the batch at once.
  */
 static bool
 multi_send(GhlMulti *multi, GhlTransfer *transfer)
@@ -170,6 +171,7 @@ multi_send(GhlMulti *multi, GhlTransfer *transfer)
 
 		if (wait_ms > 0)
 		{
+			ghl_governor_check_deadline(options, wait_ms);
 			ghl_governor_count_wait(options, wait_ms, !transfer->throttled);
 			transfer->throttled = true;
 			multi->paced_until =

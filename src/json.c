@@ -23,7 +23,9 @@
 #include <json.h>
 
 #include "catalog/pg_type.h"
+#include "common/int.h"
 #include "datatype/timestamp.h"
+#include "mb/pg_wchar.h"
 #include "utils/array.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -34,6 +36,7 @@ struct GhlJsonPage
 	json_object *rows;			/* the row array, or the one row object */
 	bool		single_object;
 	int			nrows;
+	const char *server_name;	/* for errors about the data */
 	MemoryContextCallback release;
 };
 
@@ -50,9 +53,15 @@ static void row_to_values(GhlJsonPage *page, int row,
 						  GhlColumnMap *columns, int ncolumns,
 						  bool use_search_fields, const char *table_name,
 						  bool keep_missing, Datum *values, bool *nulls);
-static Datum json_to_datum(json_object *value, GhlColumnMap *col, bool *isnull);
+static Datum json_to_datum(json_object *value, GhlColumnMap *col,
+						   const char *server_name, bool *isnull);
 static Datum scalar_to_datum(json_object *value, FmgrInfo *input, Oid ioparam,
-							 int32 typmod, bool is_timestamp);
+							 int32 typmod, bool is_timestamp,
+							 const char *server_name);
+static const char *server_string(const char *s, int len,
+								 const char *server_name);
+static const char *json_text(json_object *value, const char *server_name);
+static Datum epoch_ms_to_timestamp(json_object *value, const char *server_name);
 static void conversion_error_callback(void *arg);
 static const char *utc_if_zoneless(const char *text);
 static bool custom_field_value(json_object *obj, const char *id,
@@ -111,6 +120,7 @@ ghl_json_parse_page(const char *data, size_t len, const char *response_key,
 						   single_object ? "an object" : "an array", response_key)));
 
 	page->rows = rows;
+	page->server_name = server_name;
 	page->single_object = single_object;
 	page->nrows = single_object ? 1 : (int) json_object_array_length(rows);
 	return page;
@@ -134,6 +144,21 @@ int
 ghl_json_page_rows(GhlJsonPage *page)
 {
 	return page->nrows;
+}
+
+/*
+ * The "total" a search page reports (how many records match), or 0 when
+ * it says none.
+ */
+int64
+ghl_json_page_total(GhlJsonPage *page)
+{
+	json_object *total;
+
+	if (!json_object_object_get_ex(page->root, "total", &total) ||
+		!json_object_is_type(total, json_type_int))
+		return 0;
+	return Max(json_object_get_int64(total), 0);
 }
 
 static json_object *
@@ -224,7 +249,8 @@ row_to_values(GhlJsonPage *page, int row, GhlColumnMap *columns, int ncolumns,
 		if (!found && keep_missing)
 			continue;
 		values[col->attindex] = found ?
-			json_to_datum(value, col, &nulls[col->attindex]) : (Datum) 0;
+			json_to_datum(value, col, page->server_name,
+						  &nulls[col->attindex]) : (Datum) 0;
 		if (!found)
 			nulls[col->attindex] = true;
 	}
@@ -275,7 +301,8 @@ conversion_error_callback(void *arg)
  * errors) apply.
  */
 static Datum
-json_to_datum(json_object *value, GhlColumnMap *col, bool *isnull)
+json_to_datum(json_object *value, GhlColumnMap *col, const char *server_name,
+			  bool *isnull)
 {
 	*isnull = false;
 
@@ -287,7 +314,7 @@ json_to_datum(json_object *value, GhlColumnMap *col, bool *isnull)
 
 	if (col->is_json)
 		return InputFunctionCall(&col->input,
-								 (char *) json_object_to_json_string_ext(value, JSON_C_TO_STRING_PLAIN),
+								 (char *) json_text(value, server_name),
 								 col->ioparam, col->typmod);
 
 	if (OidIsValid(col->elemtypid))
@@ -313,7 +340,8 @@ json_to_datum(json_object *value, GhlColumnMap *col, bool *isnull)
 
 			elemnulls[i] = (elem == NULL || json_object_is_type(elem, json_type_null));
 			elems[i] = elemnulls[i] ? (Datum) 0 :
-				scalar_to_datum(elem, &col->input, col->ioparam, -1, col->is_timestamp);
+				scalar_to_datum(elem, &col->input, col->ioparam, -1,
+								col->is_timestamp, server_name);
 		}
 		dims[0] = n;
 		return PointerGetDatum(construct_md_array(elems, elemnulls, 1, dims, lbs,
@@ -322,7 +350,7 @@ json_to_datum(json_object *value, GhlColumnMap *col, bool *isnull)
 	}
 
 	return scalar_to_datum(value, &col->input, col->ioparam, col->typmod,
-						   col->is_timestamp);
+						   col->is_timestamp, server_name);
 }
 
 /*
@@ -347,13 +375,15 @@ utc_if_zoneless(const char *text)
 
 static Datum
 scalar_to_datum(json_object *value, FmgrInfo *input, Oid ioparam,
-				int32 typmod, bool is_timestamp)
+				int32 typmod, bool is_timestamp, const char *server_name)
 {
 	switch (json_object_get_type(value))
 	{
 		case json_type_string:
 			{
-				const char *text = json_object_get_string(value);
+				const char *text = server_string(json_object_get_string(value),
+												 json_object_get_string_len(value),
+												 server_name);
 
 				if (is_timestamp)
 					text = utc_if_zoneless(text);
@@ -361,32 +391,102 @@ scalar_to_datum(json_object *value, FmgrInfo *input, Oid ioparam,
 			}
 		case json_type_int:
 		case json_type_double:
+			/* the API writes some dates as epoch milliseconds */
 			if (is_timestamp)
-			{
-				/* the API writes some dates as epoch milliseconds */
-				double		ms = json_object_get_double(value);
-				TimestampTz ts;
-
-				if (!isfinite(ms) || fabs(ms) > 1e16)
-					ereport(ERROR,
-							(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
-							 errmsg("epoch milliseconds out of range: %g", ms)));
-				ts = (TimestampTz) (ms * 1000.0) -
-					(TimestampTz) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
-				return TimestampTzGetDatum(ts);
-			}
+				return epoch_ms_to_timestamp(value, server_name);
 			/* FALLTHROUGH */
 		case json_type_boolean:
 		case json_type_object:
 		case json_type_array:
-			return InputFunctionCall(input,
-									 (char *) json_object_to_json_string_ext(value, JSON_C_TO_STRING_PLAIN),
+			return InputFunctionCall(input, (char *) json_text(value, server_name),
 									 ioparam, typmod);
 		case json_type_null:
 			break;
 	}
 	elog(ERROR, "unexpected JSON null");
 	return (Datum) 0;
+}
+
+/*
+ * A string the API sent, ready for an input function: valid UTF-8 without
+ * NUL characters (json-c passes invalid bytes and "\u0000" on as they
+ * came, and a NUL would silently cut the value short), in the database
+ * encoding.  In a UTF-8 database that is one verifying pass and no copy:
+ * a scan runs it on every value of every row.
+ */
+static const char *
+server_string(const char *s, int len, const char *server_name)
+{
+	int			valid = pg_encoding_verifymbstr(PG_UTF8, s, len);
+
+	if (valid < len && s[valid] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_UNTRANSLATABLE_CHARACTER),
+				 errmsg("GHL server \"%s\" returned a string containing \\u0000",
+						server_name),
+				 errdetail("Text cannot hold the NUL character.")));
+	if (valid < len)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
+				 errmsg("GHL server \"%s\" returned invalid UTF-8", server_name),
+				 errdetail("Byte %d of the value (0x%02x) is not part of a valid UTF-8 character.",
+						   valid + 1, (unsigned char) s[valid])));
+	if (GetDatabaseEncoding() == PG_UTF8)
+		return s;
+	return pg_any_to_server(s, len, PG_UTF8);
+}
+
+/*
+ * A JSON value as JSON text, with its strings checked like server_string's
+ * (json-c writes invalid bytes out as they came): for json and jsonb
+ * columns, and for objects, arrays, numbers and booleans read into other
+ * types.  One pass over the text, however deep the value.
+ */
+static const char *
+json_text(json_object *value, const char *server_name)
+{
+	size_t		len;
+	const char *text = json_object_to_json_string_length(value,
+														 JSON_C_TO_STRING_PLAIN,
+														 &len);
+
+	return server_string(text, (int) len, server_name);
+}
+
+/*
+ * Epoch milliseconds, as the API writes some dates, as a timestamp.
+ * Integers convert exactly, and a value whose microseconds overflow or
+ * that lies outside PostgreSQL's timestamp range is an error, never a
+ * wrapped or invalid timestamp.
+ */
+static Datum
+epoch_ms_to_timestamp(json_object *value, const char *server_name)
+{
+	int64		us = 0;
+	TimestampTz ts = 0;
+	bool		ok;
+
+	if (json_object_is_type(value, json_type_int))
+		ok = !pg_mul_s64_overflow(json_object_get_int64(value), 1000, &us);
+	else
+	{
+		double		d = rint(json_object_get_double(value) * 1000.0);
+
+		ok = !isnan(d) && FLOAT8_FITS_IN_INT64(d);
+		if (ok)
+			us = (int64) d;
+	}
+	ok = ok &&
+		!pg_sub_s64_overflow(us, (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY,
+							 &ts) &&
+		IS_VALID_TIMESTAMP(ts);
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("GHL server \"%s\" returned a timestamp out of range: %s epoch milliseconds",
+						server_name,
+						json_object_to_json_string_ext(value, JSON_C_TO_STRING_PLAIN))));
+	return TimestampTzGetDatum(ts);
 }
 
 /*
@@ -620,7 +720,10 @@ ghl_json_page_strings(GhlJsonPage *page, const char *key)
 		if (json_object_is_type(row_object(page, i), json_type_object) &&
 			json_object_object_get_ex(row_object(page, i), key, &value) &&
 			json_object_is_type(value, json_type_string))
-			result = lappend(result, pstrdup(json_object_get_string(value)));
+			result = lappend(result,
+							 pstrdup(server_string(json_object_get_string(value),
+												   json_object_get_string_len(value),
+												   page->server_name)));
 		else
 			result = lappend(result, NULL);
 	}
@@ -628,32 +731,57 @@ ghl_json_page_strings(GhlJsonPage *page, const char *key)
 }
 
 /*
- * A string member of a token response, copied, or NULL when it is absent
- * or not a string.
+ * A string member of a token answer, copied; NULL when it is absent, null
+ * or "".  OAuth's tokens and scopes are printable ASCII (RFC 6749,
+ * appendix A) and so are HighLevel's ids: any other value (another type,
+ * a control character or NUL, more than max_len bytes when max_len > 0)
+ * is malformed, and the first such key goes to *malformed.
  */
 static char *
-token_string(json_object *root, const char *key)
+token_string(json_object *root, const char *key, int max_len,
+			 const char **malformed)
 {
 	json_object *value;
+	const char *str;
+	int			len;
+	int			i;
 
-	if (!json_object_object_get_ex(root, key, &value) || value == NULL ||
-		!json_object_is_type(value, json_type_string))
+	if (!json_object_object_get_ex(root, key, &value) || value == NULL)
 		return NULL;
-	return pstrdup(json_object_get_string(value));
+	if (json_object_is_type(value, json_type_string))
+	{
+		str = json_object_get_string(value);
+		len = json_object_get_string_len(value);
+		if (len == 0)
+			return NULL;
+		for (i = 0; i < len; i++)
+		{
+			if ((unsigned char) str[i] < 0x20 || (unsigned char) str[i] > 0x7e)
+				break;
+		}
+		if (i == len && (max_len <= 0 || len <= max_len))
+			return pnstrdup(str, len);
+	}
+	if (*malformed == NULL)
+		*malformed = key;
+	return NULL;
 }
 
 /*
- * Pick the fields auth.c needs out of an answer of /oauth/token or
- * /oauth/locationToken.  The body holds secrets, so no error quotes it.
+ * Pick the members auth.c uses out of an answer of /oauth/token or
+ * /oauth/locationToken, whatever Content-Type it came with.  Nothing is
+ * judged here beyond form, and nothing raised: auth.c first keeps a new
+ * refresh token, then decides what the rest is worth.  The answer holds
+ * secrets, so it is never quoted.
  */
 void
-ghl_json_token_response(const char *data, size_t len, const char *server_name,
-						GhlTokenResponse *out)
+ghl_json_token_response(const char *data, size_t len, GhlTokenResponse *out)
 {
 	json_object *root = NULL;
 	json_tokener *tok;
 
 	memset(out, 0, sizeof(GhlTokenResponse));
+	out->expires_in = -1;
 	if (data != NULL && len > 0 && len <= INT_MAX &&
 		(tok = json_tokener_new()) != NULL)
 	{
@@ -667,23 +795,31 @@ ghl_json_token_response(const char *data, size_t len, const char *server_name,
 
 		if (root != NULL && json_object_is_type(root, json_type_object))
 		{
-			out->access_token = token_string(root, "access_token");
-			out->refresh_token = token_string(root, "refresh_token");
-			out->scope = token_string(root, "scope");
-			out->user_type = token_string(root, "userType");
-			out->company_id = token_string(root, "companyId");
-			out->location_id = token_string(root, "locationId");
+			const char **malformed = &out->malformed;
+
+			out->is_object = true;
+			/* a refresh token of any length is kept: it may be the only one */
+			out->refresh_token = token_string(root, "refresh_token", 0, malformed);
+			out->access_token = token_string(root, "access_token",
+											 GHL_TOKEN_MAX - 1, malformed);
+			out->scope = token_string(root, "scope", GHL_TOKEN_MAX - 1, malformed);
+			out->user_type = token_string(root, "userType", GHL_TOKEN_MAX - 1,
+										  malformed);
+			out->company_id = token_string(root, "companyId", GHL_TOKEN_MAX - 1,
+										   malformed);
+			out->location_id = token_string(root, "locationId",
+											GHL_TOKEN_MAX - 1, malformed);
 			if (json_object_object_get_ex(root, "expires_in", &value) &&
-				value != NULL && json_object_is_type(value, json_type_int))
-				out->expires_in = json_object_get_int64(value);
+				value != NULL)
+			{
+				/* json-c saturates what does not fit in int64 */
+				if (json_object_is_type(value, json_type_int) &&
+					json_object_get_int64(value) >= 0)
+					out->expires_in = json_object_get_int64(value);
+				else if (out->malformed == NULL)
+					out->malformed = "expires_in";
+			}
 		}
-		if (out->access_token == NULL || out->access_token[0] == '\0' ||
-			out->expires_in <= 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
-					 errmsg("token response of GHL server \"%s\" lacks access_token or expires_in",
-							server_name),
-					 errhint("Check the server option token_url.")));
 	}
 	PG_FINALLY();
 	{

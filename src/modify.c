@@ -584,9 +584,7 @@ send_write(GhlFdwModifyState *fmstate, const GhlWriteEndpoint *wep,
 	GhlResponse response;
 
 	request.method = ep->method;
-	request.path = ghl_endpoint_path(ep,
-									 contact_id ? ghl_url_escape(contact_id) : NULL,
-									 id ? ghl_url_escape(id) : NULL);
+	request.path = ghl_request_path(ep, contact_id, id, options->server_name);
 	request.api_version = ep->api_version ? ep->api_version : options->api_version;
 	request.body = body;
 	request.authenticated = true;

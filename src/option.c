@@ -20,6 +20,7 @@
 #include "commands/defrem.h"
 #include "foreign/foreign.h"
 #include "miscadmin.h"
+#include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -29,12 +30,24 @@ PG_MODULE_MAGIC;
 
 bool		ghl_enable_pushdown = true;
 int			ghl_max_response_bytes = 64 * 1024 * 1024;
+char	   *ghl_allowed_hosts = NULL;
+
+/* the hosts of HighLevel's API: base_url and token_url of every spec */
+#define GHL_DEFAULT_ALLOWED_HOSTS	"services.leadconnectorhq.com"
+
+/* what a host name or IPv4 address, and a bracketed IPv6 address, are made of */
+#define GHL_HOST_CHARS	"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-"
+#define GHL_IPV6_CHARS	"0123456789abcdefABCDEF:."
+
+int			ghl_webhook_max_age = 300;
+bool		ghl_webhook_allow_unsigned = false;
+int			ghl_webhook_retention = 7 * 24 * 3600;
 
 /* How an option's value is checked by the validator. */
 typedef enum GhlOptionKind
 {
 	GHL_OPT_TEXT,				/* any non-empty string */
-	GHL_OPT_URL,				/* http:// or https:// */
+	GHL_OPT_URL,				/* http(s) URL; see ghl_check_url */
 	GHL_OPT_NONNEG_INT,			/* 0 .. INT_MAX */
 	GHL_OPT_POS_INT,			/* 1 .. INT_MAX */
 	GHL_OPT_PAGE_SIZE,			/* 1 .. GHL_SEARCH_MAX_PAGE */
@@ -67,9 +80,9 @@ static const GhlValidOption ghl_valid_options[] = {
 	{"max_retries", ForeignServerRelationId, GHL_OPT_NONNEG_INT},
 	{"daily_budget_floor", ForeignServerRelationId, GHL_OPT_NONNEG_INT},
 	{"page_size", ForeignServerRelationId, GHL_OPT_PAGE_SIZE},
+	{"max_concurrency", ForeignServerRelationId, GHL_OPT_CONCURRENCY},
 	{"read_only", ForeignServerRelationId, GHL_OPT_BOOL},
 	{"sync_schema", ForeignServerRelationId, GHL_OPT_TEXT},
-	{"max_concurrency", ForeignServerRelationId, GHL_OPT_CONCURRENCY},
 
 	{"access_token", UserMappingRelationId, GHL_OPT_SECRET},
 	{"client_id", UserMappingRelationId, GHL_OPT_TEXT},
@@ -89,7 +102,12 @@ static const GhlValidOption *find_option(const char *name, Oid catalog);
 static void check_option_value(const GhlValidOption *opt, DefElem *def);
 static void check_auth_combination(List *options);
 static int	parse_int_option(DefElem *def, int min, int max);
-static bool is_http_url(const char *value);
+static size_t url_host(const char *what, const char *authority, size_t len);
+static const char *next_host_entry(const char **list, size_t *len);
+static bool host_allowed(const char *host, size_t len);
+static bool check_allowed_hosts(char **newval, void **extra, GucSource source);
+static void hide_statement_callback(void *arg);
+static void warn_if_logged(List *options);
 
 PG_FUNCTION_INFO_V1(ghl_fdw_validator);
 
@@ -104,6 +122,13 @@ ghl_fdw_validator(PG_FUNCTION_ARGS)
 	List	   *options = untransformRelOptions(PG_GETARG_DATUM(0));
 	Oid			catalog = PG_GETARG_OID(1);
 	ListCell   *cell;
+	ErrorContextCallback hide_statement;
+
+	/* a user mapping's statement may carry secrets: keep it out of the log */
+	hide_statement.callback = hide_statement_callback;
+	hide_statement.arg = &catalog;
+	hide_statement.previous = error_context_stack;
+	error_context_stack = &hide_statement;
 
 	foreach(cell, options)
 	{
@@ -137,9 +162,84 @@ ghl_fdw_validator(PG_FUNCTION_ARGS)
 	}
 
 	if (catalog == UserMappingRelationId)
+	{
 		check_auth_combination(options);
+		warn_if_logged(options);
+	}
 
+	error_context_stack = hide_statement.previous;
 	PG_RETURN_VOID();
+}
+
+/*
+ * Every message raised while a user mapping is validated (arg points to
+ * the catalog) leaves the statement out of the server log, where
+ * log_min_error_statement would add it to an error: its text may carry
+ * the secrets.
+ */
+static void
+hide_statement_callback(void *arg)
+{
+	if (*(Oid *) arg == UserMappingRelationId)
+		errhidestmt(true);
+}
+
+/* Append "name = 'value'" of a setting to a list of them. */
+static void
+append_setting(StringInfo list, const char *name)
+{
+	appendStringInfo(list, "%s%s = '%s'", list->len > 0 ? ", " : "", name,
+					 GetConfigOptionByName(name, NULL, false));
+}
+
+/*
+ * Warn when the server log records the statement that sets a secret of a
+ * user mapping: PostgreSQL writes statement texts to it by its own
+ * settings, some before any validator runs, so all ghl_fdw can do is say
+ * so.  Only a statement whose text holds one of the secrets warns (ALTER
+ * USER MAPPING ... SET client_id does not), and the secret is never
+ * quoted.
+ */
+static void
+warn_if_logged(List *options)
+{
+	StringInfoData settings;
+	bool		carries_secret = false;
+	ListCell   *cell;
+
+	if (debug_query_string == NULL)
+		return;
+	foreach(cell, options)
+	{
+		DefElem    *def = lfirst_node(DefElem, cell);
+		const GhlValidOption *opt = find_option(def->defname,
+												UserMappingRelationId);
+
+		if (opt != NULL && opt->kind == GHL_OPT_SECRET &&
+			strstr(debug_query_string, defGetString(def)) != NULL)
+			carries_secret = true;
+	}
+	if (!carries_secret)
+		return;
+
+	initStringInfo(&settings);
+	if (log_statement >= LOGSTMT_DDL)
+		append_setting(&settings, "log_statement");
+	if (log_min_duration_statement >= 0)
+		append_setting(&settings, "log_min_duration_statement");
+	if (log_min_duration_sample >= 0 && log_statement_sample_rate > 0)
+		append_setting(&settings, "log_min_duration_sample");
+	if (log_xact_sample_rate > 0)
+		append_setting(&settings, "log_transaction_sample_rate");
+	if (log_min_error_statement < ERROR)
+		append_setting(&settings, "log_min_error_statement");
+	if (settings.len == 0)
+		return;
+
+	ereport(WARNING,
+			(errmsg("the server log may keep this statement, secrets included"),
+			 errdetail("Statements are logged because of %s.", settings.data),
+			 errhint("Set credentials in a session where a superuser has turned these settings off, for example with SET log_statement = 'none'; replace a secret that reached the log.")));
 }
 
 static const GhlValidOption *
@@ -175,11 +275,7 @@ check_option_value(const GhlValidOption *opt, DefElem *def)
 		case GHL_OPT_SECRET:
 			break;
 		case GHL_OPT_URL:
-			if (!is_http_url(value))
-				ereport(ERROR,
-						(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
-						 errmsg("option \"%s\" must be an http or https URL", def->defname),
-						 errhint("For example: %s", GHL_DEFAULT_BASE_URL)));
+			ghl_check_url(def->defname, value, !superuser(), NULL);
 			break;
 		case GHL_OPT_NONNEG_INT:
 			(void) parse_int_option(def, 0, INT_MAX);
@@ -280,11 +376,202 @@ parse_int_option(DefElem *def, int min, int max)
 	return (int) result;
 }
 
-static bool
-is_http_url(const char *value)
+/*
+ * Check a base_url or token_url.  What curl could read differently from
+ * us (user information, a query or fragment, whitespace, backslashes,
+ * control and non-ASCII characters, an odd host or port) is refused for
+ * everybody.  A restricted URL, set by or used on a server of a
+ * non-superuser, must also be https and name a host of
+ * ghl_fdw.allowed_hosts: where the database connects to is the
+ * administrator's decision, not that of a role allowed to create servers.
+ * The validator passes no server_name; the transport, which checks again
+ * because the setting may have changed since, passes the server's.
+ */
+void
+ghl_check_url(const char *option, const char *url, bool restricted,
+			  const char *server_name)
 {
-	return (pg_strncasecmp(value, "http://", 7) == 0 && value[7] != '\0') ||
-		(pg_strncasecmp(value, "https://", 8) == 0 && value[8] != '\0');
+	char	   *what = server_name ?
+		psprintf("option \"%s\" of GHL server \"%s\"", option, server_name) :
+		psprintf("option \"%s\"", option);
+	const char *p;
+	const char *authority;
+	size_t		authlen;
+	size_t		hostlen;
+	bool		https;
+
+	for (p = url; *p; p++)
+	{
+		if ((unsigned char) *p <= ' ' || (unsigned char) *p >= 0x7f || *p == '\\')
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
+					 errmsg("%s must not contain whitespace, backslashes, control or non-ASCII characters",
+							what),
+					 errhint("Percent-encode them in the path.")));
+	}
+	if (strpbrk(url, "?#") != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
+				 errmsg("%s must not contain a query string or fragment", what),
+				 errhint("Give the root of the API, for example %s.",
+						 GHL_DEFAULT_BASE_URL)));
+
+	https = pg_strncasecmp(url, "https://", 8) == 0;
+	if (!https && pg_strncasecmp(url, "http://", 7) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
+				 errmsg("%s must be an http or https URL", what),
+				 errhint("For example: %s", GHL_DEFAULT_BASE_URL)));
+	authority = url + (https ? 8 : 7);
+	authlen = strcspn(authority, "/");
+	if (memchr(authority, '@', authlen) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
+				 errmsg("%s must not contain a user name or password", what),
+				 errhint("Credentials belong in a USER MAPPING for the server.")));
+	hostlen = url_host(what, authority, authlen);
+
+	if (!restricted)
+		return;
+	if (!https)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("%s must be an https URL", what),
+				 server_name ?
+				 errdetail("The owner of the server is not a superuser.") :
+				 errdetail("Only a superuser may set an http URL."),
+				 errhint("Use https, or have a superuser create the server.")));
+	if (!host_allowed(authority, hostlen))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("%s names host \"%.*s\", which is not in ghl_fdw.allowed_hosts",
+						what, (int) hostlen, authority),
+				 server_name ?
+				 errdetail("The owner of the server is not a superuser, and ghl_fdw.allowed_hosts is \"%s\".",
+						   ghl_allowed_hosts) :
+				 errdetail("Only a superuser may set a host outside ghl_fdw.allowed_hosts, which is \"%s\".",
+						   ghl_allowed_hosts),
+				 errhint("A superuser can add the host to ghl_fdw.allowed_hosts, or create the server.")));
+}
+
+/*
+ * The length of the host at the start of a URL's authority, after checking
+ * that the authority is a host name, an IPv4 address or a bracketed IPv6
+ * address, with an optional port.  Nothing else may hide in it: the host
+ * compared with ghl_fdw.allowed_hosts must be the one curl connects to.
+ */
+static size_t
+url_host(const char *what, const char *authority, size_t len)
+{
+	size_t		hostlen;
+	size_t		i;
+	long		port = 0;
+
+	if (len > 0 && authority[0] == '[')
+	{
+		hostlen = 1 + strspn(authority + 1, GHL_IPV6_CHARS);
+		if (hostlen >= len || authority[hostlen] != ']' || hostlen == 1)
+			hostlen = 0;
+		else
+			hostlen++;
+	}
+	else
+		hostlen = Min(strspn(authority, GHL_HOST_CHARS), len);
+
+	i = hostlen;
+	if (hostlen > 0 && i < len && authority[i] == ':')
+	{
+		for (i++; i < len && isdigit((unsigned char) authority[i]) && port <= 65535; i++)
+			port = port * 10 + (authority[i] - '0');
+		if (port < 1 || port > 65535)
+			hostlen = 0;
+	}
+	if (hostlen == 0 || i != len)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
+				 errmsg("%s has an invalid host or port", what),
+				 errhint("For example: %s", GHL_DEFAULT_BASE_URL)));
+	return hostlen;
+}
+
+/*
+ * The next entry of a ghl_fdw.allowed_hosts list, its length in *len, or
+ * NULL at the end of the list; entries are separated by commas and blanks.
+ */
+static const char *
+next_host_entry(const char **list, size_t *len)
+{
+	const char *entry = *list + strspn(*list, ", \t");
+
+	*len = strcspn(entry, ", \t");
+	*list = entry + *len;
+	return *len > 0 ? entry : NULL;
+}
+
+/*
+ * Whether ghl_fdw.allowed_hosts lets non-superusers use a host: an entry
+ * equal to it, or a "*.suffix" entry it ends in (a subdomain, not the
+ * suffix itself).  Host names compare without case and a trailing dot.
+ */
+static bool
+host_allowed(const char *host, size_t len)
+{
+	const char *list = ghl_allowed_hosts ? ghl_allowed_hosts : "";
+	const char *entry;
+	size_t		n;
+
+	if (len > 1 && host[len - 1] == '.')
+		len--;
+	while ((entry = next_host_entry(&list, &n)) != NULL)
+	{
+		if (n > 2 && entry[0] == '*' && entry[1] == '.')
+		{
+			if (len > n - 1 &&
+				pg_strncasecmp(host + len - (n - 1), entry + 1, n - 1) == 0)
+				return true;
+		}
+		else if (n == len && pg_strncasecmp(host, entry, n) == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * GUC check hook of ghl_fdw.allowed_hosts: a comma-separated list whose
+ * entries are host names, IP addresses (IPv6 in brackets) or "*.suffix".
+ * A typo is caught when the setting is made, not when a server is refused.
+ */
+static bool
+check_allowed_hosts(char **newval, void **extra, GucSource source)
+{
+	const char *list = *newval;
+	const char *entry;
+	size_t		n;
+
+	while ((entry = next_host_entry(&list, &n)) != NULL)
+	{
+		const char *name = entry;
+		size_t		namelen = n;
+		bool		valid;
+
+		if (n > 2 && entry[0] == '*' && entry[1] == '.')
+		{
+			name += 2;
+			namelen -= 2;
+		}
+		if (name[0] == '[')
+			valid = name == entry && namelen > 2 && name[namelen - 1] == ']' &&
+				strspn(name + 1, GHL_IPV6_CHARS) == namelen - 2;
+		else
+			valid = strspn(name, GHL_HOST_CHARS) >= namelen;
+		if (!valid)
+		{
+			GUC_check_errdetail("\"%.*s\" is not a host name or \"*.\" followed by one.",
+								(int) n, entry);
+			return false;
+		}
+	}
+	return true;
 }
 
 /*
@@ -341,6 +628,7 @@ ghl_get_options(Oid serverid, Oid userid)
 	opts->userid = userid;
 	opts->umid = um->umid;
 	opts->server_name = pstrdup(server->servername);
+	opts->owner_is_superuser = superuser_arg(server->owner);
 	opts->base_url = GHL_DEFAULT_BASE_URL;
 	opts->api_version = GHL_DEFAULT_API_VERSION;
 	opts->timeout_ms = 30000;
@@ -348,9 +636,9 @@ ghl_get_options(Oid serverid, Oid userid)
 	opts->max_retries = 3;
 	opts->daily_budget_floor = 0;
 	opts->page_size = GHL_DEFAULT_PAGE_SIZE;
+	opts->max_concurrency = GHL_DEFAULT_CONCURRENCY;
 	opts->read_only = false;
 	opts->sync_schema = "rankr";
-	opts->max_concurrency = GHL_DEFAULT_CONCURRENCY;
 	opts->user_type = "Location";
 
 	foreach(cell, server->options)
@@ -376,12 +664,12 @@ ghl_get_options(Oid serverid, Oid userid)
 			opts->daily_budget_floor = parse_int_option(def, 0, INT_MAX);
 		else if (strcmp(def->defname, "page_size") == 0)
 			opts->page_size = parse_int_option(def, 1, GHL_SEARCH_MAX_PAGE);
+		else if (strcmp(def->defname, "max_concurrency") == 0)
+			opts->max_concurrency = parse_int_option(def, 1, GHL_MAX_CONCURRENCY);
 		else if (strcmp(def->defname, "read_only") == 0)
 			opts->read_only = defGetBoolean(def);
 		else if (strcmp(def->defname, "sync_schema") == 0)
 			opts->sync_schema = value;
-		else if (strcmp(def->defname, "max_concurrency") == 0)
-			opts->max_concurrency = parse_int_option(def, 1, GHL_MAX_CONCURRENCY);
 	}
 
 	foreach(cell, um->options)
@@ -511,6 +799,47 @@ _PG_init(void)
 							512 * 1024 * 1024,
 							PGC_USERSET,
 							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("ghl_fdw.allowed_hosts",
+							   "Hosts that servers owned by non-superusers may connect to.",
+							   "A comma-separated list of host names and \"*.suffix\" patterns; base_url and token_url of such servers must be https URLs of these hosts.",
+							   &ghl_allowed_hosts,
+							   GHL_DEFAULT_ALLOWED_HOSTS,
+							   PGC_SUSET,
+							   GUC_LIST_INPUT,
+							   check_allowed_hosts, NULL, NULL);
+
+	/* superuser only: the daemon's role must not be able to loosen them */
+	DefineCustomIntVariable("ghl_fdw.webhook_max_age",
+							"Largest age of a webhook delivery's timestamp that apply_webhook accepts.",
+							"Older deliveries, and deliveries as far in the future, are refused as possible replays.",
+							&ghl_webhook_max_age,
+							300,
+							1,
+							7 * 24 * 3600,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("ghl_fdw.webhook_allow_unsigned",
+							 "Lets apply_webhook accept deliveries that carry no signature.",
+							 "For local tests only: anyone who reaches the receiver could then forge events.",
+							 &ghl_webhook_allow_unsigned,
+							 false,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ghl_fdw.webhook_retention",
+							"How long the webhook ledger keeps deliveries.",
+							"Deliveries younger than twice ghl_fdw.webhook_max_age are always kept.",
+							&ghl_webhook_retention,
+							7 * 24 * 3600,
+							60,
+							INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("ghl_fdw");

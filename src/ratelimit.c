@@ -12,6 +12,15 @@
  * the API aligns its own windows.  What the headers say (a budget spent by
  * other clients, a 429) only ever makes the governor more careful.
  *
+ * A location is known by the API host too (scheme, host and port of
+ * base_url): whoever may create a server can point one at an API of its
+ * own, and what that API answers must not throttle the real location.
+ * Header values are believed only within sane bounds, and a wait that
+ * would outlast the statement's statement_timeout fails at once.  The
+ * tables never grow beyond their size (a shared table would otherwise eat
+ * the shared memory other users of it need): when one is full, its least
+ * recently used entry makes room.
+ *
  * With ghl_fdw in shared_preload_libraries this state and the counters
  * live in shared memory, under one LWLock, and all backends and pg_cron
  * jobs of the cluster pace together.  Without it the same tables are kept
@@ -26,13 +35,18 @@
  */
 #include "ghl_fdw.h"
 
+#include <ctype.h>
+
+#include "access/xact.h"
 #include "common/pg_prng.h"
 #include "foreign/foreign.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
+#include "storage/proc.h"
 #include "storage/shmem.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
@@ -40,10 +54,14 @@
 #include "utils/tuplestore.h"
 
 /* send times remembered per location (a larger limit is paced in proportion) */
-#define GHL_RATE_SLOTS			512
-#define GHL_MAX_LOCATIONS		64
-#define GHL_MAX_SERVERS			256
-#define GHL_LOCATION_KEYLEN		64
+#define GHL_RATE_SLOTS			128
+/* locations the shared table holds: enough for an agency's sub-accounts */
+#define GHL_MAX_LOCATIONS		1024
+#define GHL_MAX_SERVERS			1024
+/* "scheme://host:port location_id": a DNS name has at most 253 bytes */
+#define GHL_LOCATION_KEYLEN		384
+/* the longest rate interval or 429 block believed */
+#define GHL_MAX_INTERVAL_MS		(3600 * 1000)
 
 /*
  * What is known of one location's limits, and the send times of its
@@ -51,7 +69,8 @@
  */
 typedef struct GhlLocationState
 {
-	char		location_id[GHL_LOCATION_KEYLEN];	/* hash key */
+	char		key[GHL_LOCATION_KEYLEN];	/* hash key, see location_key() */
+	TimestampTz last_used;		/* see table_entry() */
 	int32		limit;			/* X-RateLimit-Max, 0 while unknown */
 	int32		interval_ms;	/* X-RateLimit-Interval-Milliseconds */
 	int64		daily_remaining;	/* -1 while unknown */
@@ -72,6 +91,7 @@ typedef struct GhlServerKey
 typedef struct GhlServerCounters
 {
 	GhlServerKey key;
+	TimestampTz last_used;		/* see table_entry() */
 	int64		counts[GHL_NUM_COUNTERS];
 } GhlServerCounters;
 
@@ -192,20 +212,120 @@ ghl_unlock_tables(void)
 }
 
 /*
- * The state of a location, created on first use; NULL when the shared
- * table is full, and then that location is simply not paced.  Call with
- * the lock held exclusively.
+ * The governor's key of the server's location: the API it talks to
+ * (scheme, host and port of base_url, lowercased, the port made explicit,
+ * any user info dropped) and the location_id.  Two servers share a budget
+ * exactly when they send to the same API for the same location.
+ */
+static void
+location_key(const GhlOptions *options, char *key)
+{
+	const char *url = options->base_url;
+	const char *sep = strstr(url, "://");
+	int			schemelen = sep ? (int) (sep - url) : 0;
+	const char *host = sep ? sep + 3 : url;
+	int			authlen = (int) strcspn(host, "/?#");
+	int			hostlen;
+	const char *port;
+	int			portlen;
+	const char *at;
+	int			n;
+
+	/* user info, if any, ends at the last '@' of the authority */
+	while ((at = memchr(host, '@', authlen)) != NULL)
+	{
+		authlen -= at + 1 - host;
+		host = at + 1;
+	}
+	/* a port is the digits after the last ':' ("[::1]" has none) */
+	hostlen = authlen;
+	while (hostlen > 0 && isdigit((unsigned char) host[hostlen - 1]))
+		hostlen--;
+	if (hostlen > 0 && hostlen < authlen && host[hostlen - 1] == ':')
+	{
+		port = host + hostlen;
+		portlen = authlen - hostlen;
+		hostlen--;
+	}
+	else
+	{
+		hostlen = authlen;
+		port = (schemelen == 4 && pg_strncasecmp(url, "http", 4) == 0) ?
+			"80" : "443";
+		portlen = (int) strlen(port);
+	}
+
+	n = snprintf(key, GHL_LOCATION_KEYLEN, "%.*s://%.*s:%.*s %s",
+				 schemelen, url, hostlen, host, portlen, port,
+				 options->location_id);
+	if (n >= GHL_LOCATION_KEYLEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
+				 errmsg("location_id of GHL server \"%s\" is too long",
+						options->server_name),
+				 errhint("Check the server options location_id and base_url.")));
+	/* host names and schemes ignore case, location ids do not */
+	for (n = 0; key[n] != ' '; n++)
+		key[n] = pg_ascii_tolower((unsigned char) key[n]);
+}
+
+/*
+ * The entry of key in a table of at most max_entries entries, created if
+ * need be (*found tells), and marked used at "now".  A full table first
+ * forgets its least recently used entry: an idle location has left every
+ * window it was in, an idle server's counters are the least missed.  The
+ * entry's last_used lies at last_used_offset.  NULL only if even then no
+ * entry can be had.  Call with the lock held exclusively.
+ */
+static void *
+table_entry(HTAB *table, const void *key, int max_entries,
+			size_t last_used_offset, TimestampTz now, bool *found)
+{
+	char	   *entry = hash_search(table, key, HASH_FIND, found);
+
+	if (entry == NULL)
+	{
+		if (hash_get_num_entries(table) >= max_entries)
+		{
+			HASH_SEQ_STATUS scan;
+			char	   *candidate;
+			char	   *oldest = NULL;
+
+			hash_seq_init(&scan, table);
+			while ((candidate = hash_seq_search(&scan)) != NULL)
+			{
+				if (oldest == NULL ||
+					*(TimestampTz *) (candidate + last_used_offset) <
+					*(TimestampTz *) (oldest + last_used_offset))
+					oldest = candidate;
+			}
+			/* an entry begins with its key */
+			(void) hash_search(table, oldest, HASH_REMOVE, NULL);
+		}
+		entry = hash_search(table, key, HASH_ENTER_NULL, found);
+		if (entry == NULL)
+			return NULL;
+	}
+	*(TimestampTz *) (entry + last_used_offset) = now;
+	return entry;
+}
+
+/*
+ * The state of the server's location, created on first use; NULL only if
+ * the table cannot take an entry at all, and then the location is not
+ * paced.  Call with the lock held exclusively.
  */
 static GhlLocationState *
-ghl_location(const char *location_id)
+ghl_location(const GhlOptions *options, TimestampTz now)
 {
 	char		key[GHL_LOCATION_KEYLEN];
 	GhlLocationState *loc;
 	bool		found;
 
 	memset(key, 0, sizeof(key));
-	strlcpy(key, location_id ? location_id : "", sizeof(key));
-	loc = hash_search(ghl_locations, key, HASH_ENTER_NULL, &found);
+	location_key(options, key);
+	loc = table_entry(ghl_locations, key, GHL_MAX_LOCATIONS,
+					  offsetof(GhlLocationState, last_used), now, &found);
 	if (loc != NULL && !found)
 	{
 		loc->limit = 0;
@@ -293,7 +413,7 @@ ghl_governor_try_acquire(const GhlOptions *options)
 	int64		daily_left = -1;
 
 	ghl_lock_tables(LW_EXCLUSIVE);
-	loc = ghl_location(options->location_id);
+	loc = ghl_location(options, now);
 	if (loc == NULL)
 	{
 		ghl_unlock_tables();
@@ -340,6 +460,27 @@ ghl_governor_try_acquire(const GhlOptions *options)
 }
 
 /*
+ * Refuse to wait wait_ms for the governor when the wait would end after
+ * statement_timeout: the statement fails at once, saying why, instead of
+ * waiting into the cancel.  Shorter waits are the caller's to wait out,
+ * moving its transfers along meanwhile (http_multi.c).
+ */
+void
+ghl_governor_check_deadline(const GhlOptions *options, long wait_ms)
+{
+	long		left_ms = ghl_statement_ms_left();
+
+	if (left_ms >= 0 && wait_ms >= left_ms)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("rate limit of GHL server \"%s\" allows no request before statement_timeout",
+						options->server_name),
+				 errdetail("The next request may be sent in %ld ms; statement_timeout ends the statement in %ld ms.",
+						   wait_ms, left_ms),
+				 errhint("Raise statement_timeout, or run fewer queries against the location at once.")));
+}
+
+/*
  * Count a wait the governor imposed: one throttled request (first is true
  * for its first wait) and the milliseconds it waits.
  */
@@ -355,7 +496,9 @@ ghl_governor_count_wait(const GhlOptions *options, long wait_ms, bool first)
  * Learn from a response: the limits in its headers, a budget spent by
  * clients the governor does not see (the API counting more requests than
  * we sent is taken as requests sent just now), and a 429, which blocks
- * the location for wait_ms.
+ * the location for wait_ms.  A limit below one request or an interval
+ * beyond GHL_MAX_INTERVAL_MS is no limit an API could mean, and is
+ * ignored; a block is cut to GHL_MAX_INTERVAL_MS.
  */
 void
 ghl_governor_observe(const GhlOptions *options, const GhlRateLimit *rate,
@@ -365,13 +508,13 @@ ghl_governor_observe(const GhlOptions *options, const GhlRateLimit *rate,
 	TimestampTz now = GetCurrentTimestamp();
 
 	ghl_lock_tables(LW_EXCLUSIVE);
-	loc = ghl_location(options->location_id);
+	loc = ghl_location(options, now);
 	if (loc != NULL)
 	{
-		if (rate->max > 0)
+		if (rate->max >= 1)
 			loc->limit = (int32) Min(rate->max, PG_INT32_MAX);
-		if (rate->interval_ms > 0)
-			loc->interval_ms = (int32) Min(rate->interval_ms, PG_INT32_MAX);
+		if (rate->interval_ms >= 1 && rate->interval_ms <= GHL_MAX_INTERVAL_MS)
+			loc->interval_ms = (int32) rate->interval_ms;
 		if (rate->daily_remaining >= 0)
 		{
 			loc->daily_remaining = rate->daily_remaining;
@@ -390,15 +533,17 @@ ghl_governor_observe(const GhlOptions *options, const GhlRateLimit *rate,
 				ghl_record_sent(loc, now);
 		}
 		if (status == 429 && wait_ms > 0)
-			loc->blocked_until = Max(loc->blocked_until,
-									 TimestampTzPlusMilliseconds(now, wait_ms));
+			loc->blocked_until =
+				Max(loc->blocked_until,
+					TimestampTzPlusMilliseconds(now, Min(wait_ms,
+														 GHL_MAX_INTERVAL_MS)));
 	}
 	ghl_unlock_tables();
 }
 
 /*
- * Add to one counter of the server.  A full shared table drops the count
- * rather than fail the request.
+ * Add to one counter of the server.  A table that cannot take the server
+ * drops the count rather than fail the request.
  */
 void
 ghl_count(const GhlOptions *options, GhlCounter which, int64 n)
@@ -412,7 +557,9 @@ ghl_count(const GhlOptions *options, GhlCounter which, int64 n)
 	key.dbid = MyDatabaseId;
 	key.serverid = options->serverid;
 	ghl_lock_tables(LW_EXCLUSIVE);
-	entry = hash_search(ghl_counters, &key, HASH_ENTER_NULL, &found);
+	entry = table_entry(ghl_counters, &key, GHL_MAX_SERVERS,
+						offsetof(GhlServerCounters, last_used),
+						GetCurrentTimestamp(), &found);
 	if (entry != NULL)
 	{
 		if (!found)
@@ -423,7 +570,25 @@ ghl_count(const GhlOptions *options, GhlCounter which, int64 n)
 }
 
 /*
- * ghl_fdw.request_stats(): the counters of the servers of this database.
+ * How many milliseconds are left before statement_timeout cancels the
+ * current statement; -1 when no timeout is set.
+ */
+long
+ghl_statement_ms_left(void)
+{
+	TimestampTz deadline;
+
+	if (StatementTimeout <= 0)
+		return -1;
+	deadline = TimestampTzPlusMilliseconds(GetCurrentStatementStartTimestamp(),
+										   StatementTimeout);
+	return Max(TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline),
+			   0);
+}
+
+/*
+ * ghl_fdw.request_stats(): the counters of the servers of this database
+ * that the current user may use; the others are none of its business.
  * They are copied out under the lock and named after it, since a catalog
  * lookup must not run while an LWLock is held.
  */
@@ -455,7 +620,9 @@ ghl_fdw_request_stats(PG_FUNCTION_ARGS)
 		bool		nulls[GHL_NUM_COUNTERS + 2];
 		int			c;
 
-		if (server == NULL)
+		if (server == NULL ||
+			pg_foreign_server_aclcheck(server->serverid, GetUserId(),
+									   ACL_USAGE) != ACLCHECK_OK)
 			continue;
 		memset(nulls, 0, sizeof(nulls));
 		values[0] = CStringGetTextDatum(server->servername);

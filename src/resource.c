@@ -136,6 +136,10 @@ static const GhlEndpoint endpoints[GHL_NUM_ENDPOINTS] = {
 		GHL_EP_CUSTOM_FIELDS, "GET", "/locations/%s/customFields", false, false, NULL,
 		"customFields", false, false, GHL_PAGING_NONE, false, true
 	},
+	[GHL_EP_APPOINTMENT_BY_ID] = {
+		GHL_EP_APPOINTMENT_BY_ID, "GET", "/calendars/events/appointments/%s", false, true,
+		GHL_CALENDAR_API_VERSION, "event", true, true, GHL_PAGING_NONE, false
+	},
 };
 
 /*
@@ -254,8 +258,8 @@ ghl_search_field_for(const GhlResource *resource, const char *field)
 }
 
 /*
- * An endpoint's path with its parameters filled in; values must already
- * be URL-escaped.
+ * An endpoint's path with its parameters filled in as they are: escaped
+ * values, or placeholders for EXPLAIN.
  */
 char *
 ghl_endpoint_path(const GhlEndpoint *ep, const char *contact_id, const char *id)
@@ -267,6 +271,52 @@ ghl_endpoint_path(const GhlEndpoint *ep, const char *contact_id, const char *id)
 	if (ep->needs_id)
 		return psprintf(ep->path, id);
 	return pstrdup(ep->path);
+}
+
+/*
+ * One id as a path segment, percent-encoded.  A missing or empty id is
+ * refused: "/contacts/" is the list endpoint and "/contacts//tasks" no
+ * endpoint at all, so an empty segment would ask the API something else
+ * than the query did.
+ */
+static char *
+path_segment(const GhlEndpoint *ep, const char *what, const char *value,
+			 const char *server_name)
+{
+	if (value == NULL || value[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s %s in a request to GHL server \"%s\"",
+						value == NULL ? "missing" : "empty", what, server_name),
+				 errdetail("%s %s needs it as a path segment.", ep->method,
+						   ghl_endpoint_path(ep, "{contactId}", "{id}")),
+				 errhint("Every GHL record has a non-empty id; give one.")));
+	return ghl_url_escape(value);
+}
+
+/*
+ * The path of one request to an endpoint that takes a contact id and/or
+ * an id, each percent-encoded completely.  The encoded copies are freed:
+ * a scan with keys builds a path per key, thousands in a fan-out.
+ */
+char *
+ghl_request_path(const GhlEndpoint *ep, const char *contact_id,
+				 const char *id, const char *server_name)
+{
+	char	   *contact_segment = NULL;
+	char	   *id_segment = NULL;
+	char	   *path;
+
+	if (ep->needs_contact)
+		contact_segment = path_segment(ep, "contact id", contact_id, server_name);
+	if (ep->needs_id)
+		id_segment = path_segment(ep, "id", id, server_name);
+	path = ghl_endpoint_path(ep, contact_segment, id_segment);
+	if (contact_segment != NULL)
+		pfree(contact_segment);
+	if (id_segment != NULL)
+		pfree(id_segment);
+	return path;
 }
 
 /*

@@ -7,7 +7,12 @@
  * The table is owned by the extension's owner and closed to PUBLIC, so the
  * secrets in it are out of reach of ordinary roles.  Whoever runs a query
  * against a foreign table reads and writes it through these functions,
- * which switch to the owner for the duration of one SPI statement.
+ * which switch to the owner for the duration of one SPI statement.  That
+ * statement must run nothing of the caller's: its search_path is pinned
+ * and its operators are schema-qualified.
+ *
+ * The locks that make token refreshes single flight live here too, in a
+ * lock space no SQL function reaches.
  *
  * IDENTIFICATION
  *		  src/token_store.c
@@ -22,7 +27,9 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "storage/lock.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 
@@ -32,6 +39,27 @@
 	"location_id, last_refresh"
 #define GHL_STORE_NCOLUMNS 11
 
+/* the search_path of token store statements: nothing of the caller's */
+#define GHL_STORE_SEARCH_PATH	"pg_catalog, pg_temp"
+
+/*
+ * The token store's OID, looked up by schema and name: no search_path is
+ * involved.
+ */
+static Oid
+store_relid(void)
+{
+	Oid			nspid = get_namespace_oid("ghl_fdw", false);
+	Oid			relid = get_relname_relid("token_store", nspid);
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table ghl_fdw.token_store does not exist"),
+				 errhint("Reinstall the ghl_fdw extension.")));
+	return relid;
+}
+
 /*
  * The role that owns the token store: the only one, besides superusers,
  * that may read it.  Looked up each time, since the owner can change.
@@ -39,16 +67,10 @@
 Oid
 ghl_store_owner(void)
 {
-	Oid			nspid = get_namespace_oid("ghl_fdw", false);
-	Oid			relid = get_relname_relid("token_store", nspid);
+	Oid			relid = store_relid();
 	HeapTuple	tp;
 	Oid			owner;
 
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("table ghl_fdw.token_store does not exist"),
-				 errhint("Reinstall the ghl_fdw extension.")));
 	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
 	if (!HeapTupleIsValid(tp))
 		elog(ERROR, "cache lookup failed for relation %u", relid);
@@ -58,8 +80,13 @@ ghl_store_owner(void)
 }
 
 /*
- * Run one statement on the token store as its owner.  The caller's user
- * and security context come back even when the statement fails.
+ * Run one statement on the token store as its owner.  Through its
+ * search_path, the caller could put an operator or function of its own
+ * into the statement, to run with the owner's rights: so the statement
+ * runs with search_path pinned to pg_catalog and pg_temp, besides naming
+ * its table and operators with their schemas.  The caller's user,
+ * security context and search_path come back even when the statement
+ * fails.
  */
 static void
 store_execute(const char *sql, int nargs, Oid *argtypes, Datum *values,
@@ -67,9 +94,14 @@ store_execute(const char *sql, int nargs, Oid *argtypes, Datum *values,
 {
 	Oid			saved_userid;
 	int			saved_sec_context;
+	int			save_nestlevel;
 	int			rc;
 
 	GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", GHL_STORE_SEARCH_PATH,
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	SetUserIdAndSecContext(ghl_store_owner(),
 						   saved_sec_context | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
@@ -84,6 +116,7 @@ store_execute(const char *sql, int nargs, Oid *argtypes, Datum *values,
 	PG_FINALLY();
 	{
 		SetUserIdAndSecContext(saved_userid, saved_sec_context);
+		AtEOXact_GUC(true, save_nestlevel);
 	}
 	PG_END_TRY();
 }
@@ -124,7 +157,7 @@ ghl_store_read(Oid umid, GhlToken *token)
 	memset(token, 0, sizeof(GhlToken));
 	SPI_connect();
 	store_execute("SELECT " GHL_STORE_COLUMNS
-				  " FROM ghl_fdw.token_store WHERE umid = $1",
+				  " FROM ghl_fdw.token_store WHERE umid OPERATOR(pg_catalog.=) $1",
 				  1, argtypes, values, NULL, SPI_OK_SELECT);
 	if (SPI_processed > 0)
 	{
@@ -208,4 +241,29 @@ ghl_store_write(Oid umid, const GhlToken *token)
 				  GHL_STORE_NCOLUMNS + 1, argtypes, values, nulls,
 				  SPI_OK_INSERT);
 	SPI_finish();
+}
+
+/*
+ * Take one of a mapping's locks at session level, so that no commit
+ * releases it (the token worker holds its lock across its own commits);
+ * ghl_store_unlock() or an abort does.  It is an object lock whose class
+ * is the token store itself: no SQL function takes locks of that kind,
+ * unlike advisory locks, which any role could take and hold to stop every
+ * refresh of the mapping.  The wait ends on cancel and statement_timeout
+ * like any lock wait.  *tag is what ghl_store_unlock() needs: releasing
+ * then looks nothing up.
+ */
+void
+ghl_store_lock(Oid umid, GhlStoreLock purpose, LOCKTAG *tag)
+{
+	SET_LOCKTAG_OBJECT(*tag, MyDatabaseId, store_relid(), umid,
+					   (uint16) purpose);
+	(void) LockAcquire(tag, ExclusiveLock, true, false);
+}
+
+/* Release a lock of ghl_store_lock(). */
+void
+ghl_store_unlock(const LOCKTAG *tag)
+{
+	LockRelease(tag, ExclusiveLock, true);
 }

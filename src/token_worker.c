@@ -34,9 +34,6 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
-/* second half of the advisory lock (umid, key) token workers take */
-#define GHL_LOCK_REFRESH		0x67686c32
-
 /* The job and its answer, in a DSM segment shared by backend and worker. */
 typedef struct GhlTokenJob
 {
@@ -59,6 +56,31 @@ typedef struct GhlTokenJob
 	TimestampTz last_refresh;
 } GhlTokenJob;
 
+/*
+ * What the worker runs with, whatever ALTER DATABASE or ALTER ROLE ... SET
+ * gave its connection: the owner of a database need not be a superuser,
+ * and must not get to run code as the store's owner (search_path), make a
+ * refresh token get lost (a response limit below the size of the answer,
+ * a commit that is not flushed) or cut refreshes short (timeouts, which
+ * also mean nothing to a worker that runs no statements of a client).
+ * The store is re-read once the lock is granted, which needs a snapshot
+ * per statement, and written.
+ */
+static const struct
+{
+	const char *name;
+	const char *value;
+}			worker_settings[] =
+{
+	{"search_path", "pg_catalog, pg_temp"},
+	{"default_transaction_isolation", "read committed"},
+	{"default_transaction_read_only", "off"},
+	{"lock_timeout", "0"},
+	{"statement_timeout", "0"},
+	{"synchronous_commit", "on"},
+	{"ghl_fdw.max_response_bytes", "64MB"},
+};
+
 /* Copy a string into a fixed buffer of the job; "" for NULL. */
 static void
 job_copy(char *dst, size_t size, const char *src)
@@ -67,31 +89,22 @@ job_copy(char *dst, size_t size, const char *src)
 }
 
 /*
- * Take the single-flight lock of a user mapping for the rest of this
- * process: the worker exits right after its last commit, and the commit
- * that saves a rotated refresh token must not release it early.
- */
-static void
-lock_mapping(Oid umid)
-{
-	LOCKTAG		tag;
-
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, umid, GHL_LOCK_REFRESH, 2);
-	(void) LockAcquire(&tag, ExclusiveLock, true, false);
-}
-
-/*
  * Save the token and commit at once, then go on in a new transaction: from
- * here on the new refresh token survives whatever happens next.
+ * here on the new refresh token survives whatever happens next.  The
+ * worker's memory context, which holds the token, outlives the commit;
+ * the transaction's memory does not.
  */
 static void
 commit_token(Oid umid, GhlToken *token)
 {
+	MemoryContext cxt = CurrentMemoryContext;
+
 	ghl_store_write(umid, token);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
+	MemoryContextSwitchTo(cxt);
 }
 
 /*
@@ -106,8 +119,14 @@ obtain_token(GhlTokenJob *job)
 	char	   *fingerprint = ghl_auth_seed_fingerprint(options);
 	bool		company = strcmp(options->user_type, "Company") == 0;
 	GhlToken	token;
+	LOCKTAG		tag;
 
-	lock_mapping(options->umid);
+	/*
+	 * Single flight, for the rest of this process: the worker exits right
+	 * after its last commit, and the commit that saves a rotated refresh
+	 * token must not release the lock early.
+	 */
+	ghl_store_lock(options->umid, GHL_STORE_LOCK_REFRESH, &tag);
 	if (!ghl_store_read(options->umid, &token) ||
 		token.seed_fingerprint == NULL ||
 		strcmp(token.seed_fingerprint, fingerprint) != 0)
@@ -131,7 +150,13 @@ obtain_token(GhlTokenJob *job)
 		if (!company || token.agency_token == NULL ||
 			token.agency_expires_at <= margin_end || job->rejected[0] != '\0')
 		{
-			ghl_auth_grant(conn, options, &token);
+			GhlTokenResponse answer;
+
+			/* the new refresh token is the only one left: save it first */
+			ghl_auth_grant(conn, options, &token, &answer);
+			if (options->auth_mode == GHL_AUTH_REFRESH_TOKEN)
+				commit_token(options->umid, &token);
+			ghl_auth_accept_grant(options, &token, &answer);
 			commit_token(options->umid, &token);
 		}
 		if (company)
@@ -154,6 +179,17 @@ obtain_token(GhlTokenJob *job)
 }
 
 /*
+ * At exit, release the single-flight lock, held at session level: only an
+ * aborted transaction releases such locks by itself, and the worker may
+ * end outside one, after its last commit or when terminated between two.
+ */
+static void
+release_locks(int code, Datum arg)
+{
+	LockReleaseAll(DEFAULT_LOCKMETHOD, true);
+}
+
+/*
  * Entry point of the worker.  Every error is caught and handed to the
  * backend, which raises it as its own; the worker itself exits quietly.
  */
@@ -162,6 +198,7 @@ ghl_token_worker_main(Datum arg)
 {
 	dsm_segment *seg;
 	GhlTokenJob *job;
+	int			i;
 
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -172,21 +209,20 @@ ghl_token_worker_main(Datum arg)
 	job = (GhlTokenJob *) dsm_segment_address(seg);
 
 	BackgroundWorkerInitializeConnectionByOid(job->dboid, job->owner, 0);
-
-	/*
-	 * The store must be re-read after the lock is granted, which takes a
-	 * snapshot per statement, and written: whatever the database's defaults.
-	 */
-	SetConfigOption("default_transaction_isolation", "read committed",
-					PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("default_transaction_read_only", "off",
-					PGC_SUSET, PGC_S_OVERRIDE);
+	before_shmem_exit(release_locks, (Datum) 0);
+	for (i = 0; i < lengthof(worker_settings); i++)
+		SetConfigOption(worker_settings[i].name, worker_settings[i].value,
+						PGC_SUSET, PGC_S_OVERRIDE);
 	pgstat_report_activity(STATE_RUNNING, "ghl_fdw token refresh");
 
 	PG_TRY();
 	{
 		StartTransactionCommand();
 		PushActiveSnapshot(GetTransactionSnapshot());
+		/* what obtain_token() keeps must survive its commits */
+		MemoryContextSwitchTo(AllocSetContextCreate(TopMemoryContext,
+													"ghl_fdw token refresh",
+													ALLOCSET_DEFAULT_SIZES));
 		obtain_token(job);
 		PopActiveSnapshot();
 		CommitTransactionCommand();

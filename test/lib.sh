@@ -83,3 +83,34 @@ CREATE SCHEMA ghl;
 IMPORT FOREIGN SCHEMA ghl FROM SERVER ghl INTO ghl;
 SQL
 }
+
+# what make dist needs: git's archive of HEAD, unpacked to be checked
+GHL_PACKAGES="$GHL_PACKAGES git unzip"
+
+# The cluster the suites need: pg_cron and ghl_fdw preloaded, pg_cron
+# working in the suites' database.  Options of pg_virtualenv and of
+# pg_buildext alike.
+GHL_CLUSTER_OPTS=(
+    -o "shared_preload_libraries=pg_cron,ghl_fdw"
+    -o "cron.database_name=ghl_test"
+    -o "cron.use_background_workers=on"
+    -o "logging_collector=on"
+    -o "log_min_messages=debug1"
+    -o "max_worker_processes=32"
+)
+
+# The mock as the suites expect it: seeded data and a generous rate limit
+# (suites that test limiting lower it themselves).
+start_suite_mock() {
+    start_mock --contacts 100 --seed 42 --rate-limit 100000 --rate-interval-ms 10000
+}
+
+# Run pg_regress suites (names, or --schedule=FILE) against the installed
+# extension in database ghl_test of the cluster PGHOST/PGPORT point at;
+# results and diffs go to test/results.
+run_regress() {
+    local pg_config=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+    "$(dirname "$("$pg_config" --pgxs)")/../test/regress/pg_regress" \
+        --bindir="$("$pg_config" --bindir)" --inputdir=. --outputdir=test/results \
+        --use-existing --dbname=ghl_test "$@"
+}

@@ -16,8 +16,7 @@ count() {
     failed=$((failed + $2))
 }
 
-# a generous rate limit: suites that test limiting lower it themselves
-start_mock --contacts 100 --seed 42 --rate-limit 100000 --rate-interval-ms 10000
+start_suite_mock
 trap stop_mock EXIT
 
 createdb ghl_test
@@ -25,7 +24,6 @@ createdb ghl_test
 echo "== pg_regress"
 rm -rf test/results
 mkdir -p test/results
-pgbin=/usr/lib/postgresql/15/bin
 regress_out=test/results/pg_regress.out
 # arguments name pg_regress suites and Python modules (test_*); none: all
 suites=()
@@ -41,9 +39,7 @@ if [ $# -gt 0 ]; then
 else
     suites=(--schedule=test/schedule)
 fi
-/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress \
-    --bindir="$pgbin" --inputdir=. --outputdir=test/results \
-    --use-existing --dbname=ghl_test "${suites[@]}" 2>&1 | tee "$regress_out"
+run_regress "${suites[@]}" 2>&1 | tee "$regress_out"
 # pg_regress ends with "All N tests passed." or "M of N tests failed."
 summary=$(grep -E 'tests (passed|failed)' "$regress_out" | tail -1)
 if [[ $summary =~ All\ ([0-9]+)\ tests\ passed ]]; then

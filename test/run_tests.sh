@@ -22,25 +22,31 @@ if [ -z "${GHL_TEST_LOCKED:-}" ] && command -v flock >/dev/null; then
 fi
 
 ensure_packages
+
+# A full run in a git checkout also tests the Debian package (built from
+# HEAD, installed, installcheck against it): one more test, of a few
+# minutes.  It goes first, since installing the package replaces the
+# extension's files; build_and_install puts this tree's back.
+package=
+if [ $# -eq 0 ] && git rev-parse --git-dir >/dev/null 2>&1; then
+    if test/package_test.sh; then package=passed; else package=failed; fi
+fi
 build_and_install
 
 # pg_virtualenv removes the cluster when the suites end, whatever happens.
 rm -f test/results/summary
 status=0
-pg_virtualenv -t \
-    -o "shared_preload_libraries=pg_cron,ghl_fdw" \
-    -o "cron.database_name=ghl_test" \
-    -o "cron.use_background_workers=on" \
-    -o "logging_collector=on" \
-    -o "log_min_messages=debug1" \
-    -o "max_worker_processes=32" \
-    test/run_suites.sh "$@" || status=$?
+pg_virtualenv -t "${GHL_CLUSTER_OPTS[@]}" test/run_suites.sh "$@" || status=$?
 
 # the tally is the last line, after the cluster is gone
 if [ -f test/results/summary ]; then
-    cat test/results/summary
+    read -r passed _ failed _ < test/results/summary
 else
-    echo "0 passed, 1 failed"
-    status=1
+    passed=0 failed=1 status=1
 fi
+case $package in
+    passed) passed=$((passed + 1)) ;;
+    failed) failed=$((failed + 1)) status=1 ;;
+esac
+echo "$passed passed, $failed failed"
 exit "$status"

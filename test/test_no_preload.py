@@ -3,23 +3,10 @@ backend on its own: a second, throwaway cluster that does not preload
 ghl_fdw checks that a backend still paces itself and that the counters
 say they are not shared."""
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 import unittest
 
-from pgtest import MOCK_URL, mock
-
-PGBIN = "/usr/lib/postgresql/15/bin"
-
-
-def as_server(args, **kw):
-    """Run a server program as postgres when we are root (initdb refuses root)."""
-    if os.geteuid() == 0:
-        args = ["runuser", "-u", "postgres", "--"] + args
-    return subprocess.run(args, check=True, capture_output=True, text=True, **kw)
+from pgtest import MOCK_URL, PGBIN, Cluster, mock
 
 
 @unittest.skipUnless(MOCK_URL and os.path.exists(PGBIN + "/initdb"),
@@ -27,29 +14,15 @@ def as_server(args, **kw):
 class NoPreloadTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.dir = tempfile.mkdtemp(prefix="ghl_nopreload.")
-        if os.geteuid() == 0:
-            shutil.chown(cls.dir, "postgres", "postgres")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            cls.port = str(s.getsockname()[1])
-        data = cls.dir + "/data"
-        as_server([PGBIN + "/initdb", "-D", data, "-A", "trust", "-U", "postgres"])
-        as_server([PGBIN + "/pg_ctl", "-D", data, "-w", "-l", cls.dir + "/log", "start", "-o",
-                   f"-k {cls.dir} -p {cls.port} -c listen_addresses= -c fsync=off"])
+        cls.cluster = Cluster("ghl_nopreload.")
 
     @classmethod
     def tearDownClass(cls):
-        as_server([PGBIN + "/pg_ctl", "-D", cls.dir + "/data", "-m", "immediate", "stop"])
-        shutil.rmtree(cls.dir, ignore_errors=True)
+        cls.cluster.destroy()
         mock("POST", "/_mock/config", {"rate_limit": 100000, "rate_interval_ms": 10000})
 
     def psql(self, sql):
-        proc = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-                               "-h", self.dir, "-p", self.port, "-U", "postgres", "-d", "postgres"],
-                              input=sql, capture_output=True, text=True, timeout=120)
-        self.assertEqual(proc.returncode, 0, proc.stderr)
-        return proc.stdout.strip().splitlines()
+        return self.cluster.psql(sql).stdout.strip().splitlines()
 
     def test_backend_paces_itself(self):
         self.psql(f"""

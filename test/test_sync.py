@@ -1,6 +1,7 @@
 """ghl_fdw.sync as processes see it: a concurrent second run is skipped, a
-pg_cron job made by schedule_sync really runs, and the acceptance run of
-20,000 contacts (full sync, changes, incremental sync, full sync).
+pg_cron job made by schedule_sync really runs (and a failing one fails),
+and the acceptance run of 20,000 contacts (full sync, changes,
+incremental sync, full sync).
 
 Uses test.sync_diff(), which the sync pg_regress suite creates in the same
 database before these tests run.
@@ -9,16 +10,16 @@ import math
 import time
 import unittest
 
-from pgtest import MOCK_URL, mock, psql, psql_value, start_psql
+from pgtest import MOCK_URL, mock, psql, psql_value, start_psql, wait_until
 
 SERVER = "ghl_py"
 SCHEMA = "rankr_py"
 RUN_COLUMNS = "resource, mode, status, rows_upserted, rows_deleted, requests"
 
 
-def sync(args="", columns=RUN_COLUMNS):
+def sync(args="", columns=RUN_COLUMNS, server=SERVER):
     """Run ghl_fdw.sync on the test server; rows as tuples, by resource."""
-    out = psql_rows(f"SELECT {columns} FROM ghl_fdw.sync('{SERVER}'{args}) ORDER BY resource")
+    out = psql_rows(f"SELECT {columns} FROM ghl_fdw.sync('{server}'{args})")
     return {row[0]: row[1:] for row in out}
 
 
@@ -26,10 +27,10 @@ def psql_rows(sql):
     return [line.split("|") for line in psql(sql)[1].splitlines() if line]
 
 
-def diff():
+def diff(schema=SCHEMA):
     """test.sync_diff() of the test schema: resource -> (mock, live, missing, extra, tombstones)."""
     return {r[0]: tuple(int(v) for v in r[1:])
-            for r in psql_rows(f"SELECT * FROM test.sync_diff('{SCHEMA}')")}
+            for r in psql_rows(f"SELECT * FROM test.sync_diff('{schema}')")}
 
 
 def request_counts():
@@ -42,34 +43,63 @@ def request_counts():
     return counts
 
 
+def create_server(name, schema, base_url_sql="mock_url"):
+    """A server of the default location syncing into schema, whose
+    appointment horizon covers the mock's data."""
+    psql(f"""
+        SELECT format('CREATE SERVER {name} FOREIGN DATA WRAPPER ghl_fdw OPTIONS (
+            location_id %L, base_url %L, sync_schema %L, max_retries %L)',
+            've9EPM428h8vShlRW1KT', {base_url_sql}, '{schema}', '0') FROM test.env \\gexec
+        CREATE USER MAPPING FOR CURRENT_USER SERVER {name}
+            OPTIONS (access_token 'pit-mock-token');
+        INSERT INTO ghl_fdw.sync_settings (server_name, appointments_back, appointments_ahead)
+        VALUES ('{name}', '10 years', '2 years');
+    """)
+
+
+def drop_server(name, schema):
+    psql(f"""
+        DROP SERVER {name} CASCADE;
+        DROP SCHEMA IF EXISTS {schema} CASCADE;
+        DELETE FROM ghl_fdw.sync_state WHERE server_name = '{name}';
+        DELETE FROM ghl_fdw.sync_runs WHERE server_name = '{name}';
+        DELETE FROM ghl_fdw.sync_passes WHERE server_name = '{name}';
+        DELETE FROM ghl_fdw.sync_settings WHERE server_name = '{name}';
+    """)
+
+
+def wait_for_cron_runs(jobs, timeout=90):
+    """Wait until every job has a finished run in cron.job_run_details
+    (pg_cron starts jobs on minute boundaries); returns job -> status."""
+    statuses = {}
+
+    def finished():
+        for job in jobs:
+            statuses[job] = psql_value(f"""
+                SELECT coalesce(min(status), 'none') FROM cron.job_run_details
+                WHERE jobid = {job} AND status IN ('succeeded', 'failed')""")
+        return all(s != "none" for s in statuses.values())
+    wait_until(finished, timeout, interval=1.0)
+    return statuses
+
+
 @unittest.skipUnless(MOCK_URL, "needs the test cluster and mock")
 class SyncProcessTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        psql(f"""
-            CREATE EXTENSION IF NOT EXISTS pg_cron;
-            SELECT format('CREATE SERVER {SERVER} FOREIGN DATA WRAPPER ghl_fdw OPTIONS (
-                location_id %L, base_url %L, sync_schema %L)',
-                've9EPM428h8vShlRW1KT', mock_url, '{SCHEMA}') FROM test.env \\gexec
-            CREATE USER MAPPING FOR CURRENT_USER SERVER {SERVER}
-                OPTIONS (access_token 'pit-mock-token');
-        """)
+        psql("CREATE EXTENSION IF NOT EXISTS pg_cron")
+        create_server(SERVER, SCHEMA)
 
     @classmethod
     def tearDownClass(cls):
-        psql(f"""
-            DROP SERVER {SERVER} CASCADE;
-            DROP SCHEMA IF EXISTS {SCHEMA} CASCADE;
-            DROP SCHEMA IF EXISTS ghl_fdw_src_{SERVER};
-            DELETE FROM ghl_fdw.sync_state WHERE server_name = '{SERVER}';
-            DELETE FROM ghl_fdw.sync_runs WHERE server_name = '{SERVER}';
-        """)
+        drop_server(SERVER, SCHEMA)
         mock("POST", "/_mock/reset", {"contacts": 100, "seed": 42})
 
     def setUp(self):
         psql(f"""
             DROP SCHEMA IF EXISTS {SCHEMA} CASCADE;
             DELETE FROM ghl_fdw.sync_state WHERE server_name = '{SERVER}';
+            DELETE FROM ghl_fdw.sync_passes WHERE server_name = '{SERVER}';
         """)
         mock("DELETE", "/_mock/faults")
 
@@ -79,10 +109,12 @@ class SyncProcessTest(unittest.TestCase):
         mock("POST", "/_mock/faults", {"method": "POST", "path": "^/contacts/search$",
                                        "kind": "delay", "delay_ms": 4000})
         first = start_psql(f"SELECT status FROM ghl_fdw.sync('{SERVER}', '{{contacts}}');")
-        deadline = time.monotonic() + 30
-        while psql_value("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted") == "0":
-            self.assertLess(time.monotonic(), deadline, "the first run never took its lock")
-            time.sleep(0.05)
+        wait_until(lambda: psql_value(f"""
+            SELECT count(*) FROM ghl_fdw.sync_progress WHERE server_name = '{SERVER}'""") == "1",
+                   30)
+        # the lock it holds is none an ordinary role could take
+        self.assertEqual(psql_value("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"),
+                         "0")
         started = time.monotonic()
         second = sync()
         elapsed = time.monotonic() - started
@@ -96,36 +128,39 @@ class SyncProcessTest(unittest.TestCase):
         # skipped runs are in the ledger with their reason
         self.assertEqual(psql_value(f"""
             SELECT count(*) FROM ghl_fdw.sync_runs WHERE server_name = '{SERVER}'
-               AND status = 'skipped' AND error = 'another sync of this server is running'"""), "4")
+               AND status = 'skipped' AND error = 'another sync of location ve9EPM428h8vShlRW1KT'
+                   || ' into schema {SCHEMA} is running'"""), "4")
 
-    def test_cron_job_runs(self):
+    def test_cron_jobs_succeed_and_fail(self):
+        """A job made by schedule_sync syncs; a job whose run fails is
+        recorded as failed by pg_cron, and its ledger rows say why."""
         mock("POST", "/_mock/reset", {"contacts": 100, "seed": 42})
         sync()
         changed = mock("POST", "/_mock/mutate", {"seed": 9, "update": 1})["updated"][0]
+        # a server whose API refuses connections: its runs fail
+        create_server("ghl_py_down", "rankr_py_down", "'http://127.0.0.1:9'")
         last_run = psql_value("SELECT coalesce(max(run_id), 0) FROM ghl_fdw.sync_runs")
-        job = psql_value(f"SELECT ghl_fdw.schedule_sync('{SERVER}', '* * * * *')")
+        good = psql_value(f"SELECT ghl_fdw.schedule_sync('{SERVER}', '* * * * *')")
+        bad = psql_value("SELECT ghl_fdw.schedule_sync('ghl_py_down', '* * * * *')")
         try:
-            # pg_cron 1.4 starts jobs on minute boundaries
-            deadline = time.monotonic() + 90
-            while True:
-                status = psql_value(f"""
-                    SELECT coalesce(max(status), 'none') FROM ghl_fdw.sync_runs
-                    WHERE server_name = '{SERVER}' AND run_id > {last_run}""")
-                if status != "none":
-                    break
-                self.assertLess(time.monotonic(), deadline, "the pg_cron job did not run")
-                time.sleep(1)
+            statuses = wait_for_cron_runs([good, bad])
         finally:
             self.assertEqual(psql_value(f"SELECT ghl_fdw.unschedule_sync('{SERVER}')"), "t")
-        self.assertEqual(status, "succeeded")
+            self.assertEqual(psql_value("SELECT ghl_fdw.unschedule_sync('ghl_py_down')"), "t")
+        self.assertEqual(statuses, {good: "succeeded", bad: "failed"})
+        self.assertIn("sync of GHL server \"ghl_py_down\" failed", psql(f"""
+            SELECT return_message FROM cron.job_run_details WHERE jobid = {bad} LIMIT 1""")[1])
         self.assertEqual(psql_value(f"""
-            SELECT count(*) FROM cron.job_run_details
-            WHERE jobid = {job} AND status = 'succeeded'"""), "1")
-        # its effect: the changed contact is synced as the API has it now
+            SELECT string_agg(DISTINCT status || ': ' || left(error, 5), ',')
+            FROM ghl_fdw.sync_runs WHERE server_name = 'ghl_py_down' AND run_id > {last_run}"""),
+                         "failed: HV00N")
+        drop_server("ghl_py_down", "rankr_py_down")
+        # the good job's effect: the changed contact is synced as the API has it now
+        contact = mock("GET", "/_mock/state")["contacts"]
+        want = next(c for c in contact if c["id"] == changed)["dateUpdated"]
         self.assertEqual(psql_value(f"""
-            SELECT date_updated = (SELECT date_updated FROM ghl_fdw_src_{SERVER}.contacts
-                                   WHERE id = '{changed}')
-            FROM {SCHEMA}.contacts WHERE id = '{changed}'"""), "t")
+            SELECT date_updated = '{want}'::timestamptz FROM {SCHEMA}.contacts
+            WHERE id = '{changed}'"""), "t")
         self.assertEqual(diff()["contacts"][2:4], (0, 0))
 
     def test_acceptance_20k(self):
@@ -135,7 +170,7 @@ class SyncProcessTest(unittest.TestCase):
         print(f"\nfull sync of 20,000 contacts: {time.monotonic() - started:.1f} s, {full}")
         self.assertTrue(all(v[1] == "succeeded" for v in full.values()), full)
         self.assertEqual(full["contacts"][2], "20000")
-        self.assertTrue(all(d[2:4] == (0, 0) and d[0] == d[1] for d in diff().values()))
+        self.assertTrue(all(d[2:4] == (0, 0) and d[0] == d[1] for d in diff().values()), diff())
 
         changes = mock("POST", "/_mock/mutate", {
             "seed": 6, "update": 50, "create": 10, "delete": 5, "task_edits": 10,
@@ -147,6 +182,7 @@ class SyncProcessTest(unittest.TestCase):
             SELECT id FROM {SCHEMA}.contacts
             WHERE date_updated >= (SELECT watermark - interval '5 minutes' FROM ghl_fdw.sync_state
                                    WHERE server_name = '{SERVER}' AND resource = 'contacts')""")[1].split()))
+        tasks = len(mock("GET", "/_mock/state")["tasks"])
         mock("DELETE", "/_mock/requests")
         started = time.monotonic()
         incremental = sync()
@@ -154,18 +190,23 @@ class SyncProcessTest(unittest.TestCase):
         print(f"incremental run: {time.monotonic() - started:.1f} s, {incremental}")
         print(f"incremental requests by endpoint: {counts}")
         self.assertEqual(incremental["contacts"][2], str(len(changed)))
-        # one request per due contact and child resource
-        for child in ("tasks", "notes", "appointments"):
+        # one request per due contact and child resource read per contact
+        for child in ("notes", "appointments"):
             self.assertEqual(counts[f"GET /contacts/{{id}}/{child}"], due)
-        # the contact scan: one search page until date_updated is pushed
-        # down, every page of the location before that
-        self.assertLessEqual(counts["POST /contacts/search"], math.ceil(20005 / 500) + 1)
+        # the location's tasks in pages of 500; one request for each task of
+        # a deleted contact, confirming it is gone
+        self.assertEqual(counts["POST /locations/{id}/tasks/search"], math.ceil(tasks / 500))
+        self.assertEqual(counts.get("GET /contacts/{id}/tasks/{id}", 0),
+                         int(incremental["tasks"][3]))
+        # the contacts updated since the watermark: one search page
+        self.assertEqual(counts["POST /contacts/search"], 1)
         self.assertEqual(sum(counts.values()), sum(int(v[4]) for v in incremental.values()))
         after = diff()
         print(f"after the incremental run (mock, live, missing, extra, tombstones): {after}")
         # contacts are exact but for the 5 deletes, which need a full run;
-        # so are appointments but for those of the deleted contacts
+        # tasks are exact; appointments too but for those of the deleted contacts
         self.assertEqual(after["contacts"][2:4], (0, 5))
+        self.assertEqual(after["tasks"][2:4], (0, 0))
         self.assertEqual(after["appointments"][2], 0)
 
         full = sync(", full => true")
