@@ -31,7 +31,8 @@ Tests drive it through an unauthenticated admin API under /_mock/:
                          location_token_requests, rate_limited, max_in_flight,
                          by_path, by_location, connections: TCP connections
                          accepted, api_connections: those that carried API
-                         requests), or one location's (?location=)
+                         requests; in_flight: requests not answered yet), or
+                         one location's (?location=)
   GET state, POST mutate one location's records, seeded random edits
   POST reset             all as started; with "location", that one's records
   GET|POST locations     the locations; add one or regenerate its records
@@ -1118,7 +1119,7 @@ class AdminApi:
         recorder = self.app.recorder
         if req.q("location"):
             return copy.deepcopy(recorder.location_stats(self._location(req, body).id))
-        return copy.deepcopy(recorder.stats)
+        return dict(copy.deepcopy(recorder.stats), in_flight=recorder.in_flight)
 
     def delete_stats(self, req, body):
         self.app.recorder.clear_stats()
