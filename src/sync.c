@@ -611,7 +611,9 @@ report(GhlSyncRun *run, const char *status, const char *error,
  * How far the run has got, as the JSON the ledger keeps in "progress" and
  * ghl_fdw.sync_progress shows: the phase, pages and contacts done of the
  * total, requests, the recent request rate and an estimate of the time
- * left.
+ * left.  The total is null until the API has told it (the first page of a
+ * full pass): answers come in any order, so the other passes may report
+ * before it.
  */
 static char *
 progress_json(GhlSyncRun *run)
@@ -620,6 +622,7 @@ progress_json(GhlSyncRun *run)
 	long		elapsed = TimestampDifferenceMilliseconds(run->rate_since, now);
 	long		running = TimestampDifferenceMilliseconds(run->started, now);
 	const char *phase;
+	char		total[MAXINT8LEN + 1] = "null";
 	StringInfoData buf;
 
 	if (elapsed >= GHL_RATE_WINDOW_MS || run->rate == 0)
@@ -634,16 +637,18 @@ progress_json(GhlSyncRun *run)
 	}
 	phase = run->contacts_pass ? "contacts" : run->tasks_pass ? "tasks" :
 		run->appointments_pass ? "appointments" : "done";
+	if (run->pass.total > 0)
+		snprintf(total, sizeof(total), INT64_FORMAT, run->pass.total);
 
 	initStringInfo(&buf);
 	appendStringInfo(&buf,
 					 "{\"phase\": \"%s\", \"pages\": " INT64_FORMAT
 					 ", \"contacts_done\": " INT64_FORMAT
-					 ", \"contacts_total\": " INT64_FORMAT
+					 ", \"contacts_total\": %s"
 					 ", \"tasks_done\": " INT64_FORMAT
 					 ", \"requests\": " INT64_FORMAT
 					 ", \"retries\": " INT64_FORMAT ", \"rate\": %.1f, \"pid\": %d",
-					 phase, run->pass.pages, run->pass.done, run->pass.total,
+					 phase, run->pass.pages, run->pass.done, total,
 					 run->tasks.done, run->stats.requests, run->stats.retries,
 					 run->rate, MyProcPid);
 	if (run->contacts_pass && run->pass.done > 0 && run->pass.total > run->pass.done &&
