@@ -490,6 +490,54 @@ epoch_ms_to_timestamp(json_object *value, const char *server_name)
 }
 
 /*
+ * Whether a row carries a field at all (null counts): a webhook's payload
+ * says nothing about the fields it lacks.
+ */
+bool
+ghl_json_row_has_field(GhlJsonPage *page, int row, const char *field)
+{
+	return json_object_object_get_ex(row_object(page, row), field, NULL);
+}
+
+/*
+ * Remove a field from a row, or set it: a webhook's envelope
+ * is not part of its record ("type" is the event's, not the contact's),
+ * and an event can say what its payload leaves out (TaskComplete:
+ * completed).
+ */
+void
+ghl_json_row_remove_field(GhlJsonPage *page, int row, const char *field)
+{
+	json_object_object_del(row_object(page, row), field);
+}
+
+void
+ghl_json_row_set_bool(GhlJsonPage *page, int row, const char *field, bool value)
+{
+	if (json_object_object_add(row_object(page, row), field,
+							   json_object_new_boolean(value)) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+}
+
+/*
+ * Make a field the row lacks an explicit null: a payload that always
+ * carries the field leaves it out when it has no value.
+ */
+void
+ghl_json_row_null_if_absent(GhlJsonPage *page, int row, const char *field)
+{
+	json_object *obj = row_object(page, row);
+
+	if (!json_object_object_get_ex(obj, field, NULL) &&
+		json_object_object_add(obj, field, NULL) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+}
+
+/*
  * The paging cursor of a row, as JSON text (search results carry
  * "searchAfter": [sortValue, id]), or NULL if the row has none.
  */
