@@ -304,6 +304,32 @@ SELECT count(*) AS requests FROM test.requests();
 ALTER SERVER ghl OPTIONS (DROP webhook_catch_up);
 SELECT test.error_of($$ALTER SERVER ghl OPTIONS (ADD webhook_catch_up 'maybe')$$);
 
+-- times in every form the API writes are read as timestamptz_in reads
+-- them (a time without a zone is UTC); forms it does not write too
+SET ROLE regress_hooks;
+CREATE TEMP TABLE times (n int, t text);
+INSERT INTO times VALUES
+    (1, '2021-11-26T12:41:02.193Z'), (2, '2021-11-26T12:41:02Z'), (3, '2021-11-26t12:41:02z'),
+    (4, '2023-09-25T16:00:00+05:30'), (5, '2023-09-25T16:00:00-0800'), (6, '2023-09-25T16:00:00+05'),
+    (7, '2021-07-16 11:00:00'), (8, '2021-07-16'), (9, '2024-02-29T00:00:00.5Z'),
+    (10, '2021-11-26T12:41:02.1234567Z'), (11, '2021-11-26T24:00:00Z'), (12, '2016-12-31T23:59:60Z'),
+    (13, '0001-01-01T00:00:00Z'), (14, '9999-12-31T23:59:59.999999Z'), (15, '2021-11-26T12:41:02.193+00:00'),
+    (16, '2021-11-26T12:41:02.000001-14:59'), (17, 'Nov 26 2021 12:41:02 UTC'), (18, '2021-01-01T00:00:00.Z');
+SELECT n, test.hook(test.example('ContactUpdate', jsonb_build_object(
+           'id', 'regressTime' || lpad(n::text, 9, '0'), 'dateAdded', t)), 'regress-time-' || n)
+FROM times ORDER BY n;
+RESET ROLE;
+SELECT t.n, t.t, c.date_added,
+       c.date_added = (CASE WHEN t.t ~ '^\d{4}-\d\d-\d\d$' THEN t.t || ' 00:00:00+00'
+                            WHEN t.t ~ '^\d{4}-\d\d-\d\d[ T][^Zz+-]*$' THEN t.t || '+00'
+                            ELSE t.t END)::timestamptz AS as_timestamptz_in_reads_it
+FROM times t JOIN rankr.contacts c ON c.id = 'regressTime' || lpad(t.n::text, 9, '0')
+ORDER BY t.n;
+SELECT test.error_of($$SELECT test.hook(test.example('ContactUpdate',
+    '{"id": "regressTime000000099", "dateAdded": "2023-02-29T00:00:00Z"}'), 'regress-time-99')$$);
+DELETE FROM rankr.contacts WHERE id LIKE 'regressTime%';
+DROP TABLE times;
+
 -- The mock's own change events, delivered in order, then an incremental
 -- sync: the tables equal the mock's state field by field.  The events
 -- alone already carry every change; the run reads what their payloads
