@@ -39,14 +39,14 @@ PG_CPPFLAGS = $(shell $(PKG_CONFIG) --cflags libcurl json-c libcrypto)
 SHLIB_LINK = $(shell $(PKG_CONFIG) --libs libcurl json-c libcrypto)
 PG_CFLAGS = -Werror
 
+# no JIT bitcode: it needs clang, and the FDW's time is spent waiting on HTTP
+override with_llvm = no
+
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # every source file reads the one private header
 $(OBJS): src/ghl_fdw.h
-
-# no JIT bitcode: it needs clang, and the FDW's time is spent waiting on HTTP
-with_llvm = no
 
 .PHONY: test demo valgrind-check
 test:

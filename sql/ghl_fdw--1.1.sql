@@ -502,3 +502,23 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION ghl_fdw.prune_webhook_events(interval) IS
   'delete webhook ledger rows older than older_than (default ghl_fdw.webhook_retention)';
 REVOKE ALL ON FUNCTION ghl_fdw.prune_webhook_events(interval) FROM PUBLIC;
+
+-- Contacts whose notes and appointments webhook events changed: their
+-- payloads lack fields (a note's author, an appointment's status) that
+-- the server's next incremental sync reads, with the contact's children.
+CREATE TABLE ghl_fdw.sync_pending (
+    server_name text NOT NULL,
+    location_id text NOT NULL,
+    contact_id text NOT NULL,
+    queued_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (server_name, contact_id)
+);
+COMMENT ON TABLE ghl_fdw.sync_pending IS
+  'contacts whose children webhook events changed, for the next incremental sync to read';
+SELECT pg_catalog.pg_extension_config_dump('ghl_fdw.sync_pending', '');
+ALTER TABLE ghl_fdw.sync_pending ENABLE ROW LEVEL SECURITY;
+CREATE POLICY server_usable ON ghl_fdw.sync_pending FOR SELECT
+    USING (EXISTS (SELECT 1 FROM pg_catalog.pg_foreign_server s
+                   WHERE s.srvname = sync_pending.server_name
+                     AND pg_catalog.has_server_privilege(s.oid, 'USAGE')));
+GRANT SELECT ON ghl_fdw.sync_pending TO PUBLIC;

@@ -534,6 +534,14 @@ extern void ghl_json_row_merge_values(GhlJsonPage *page, int row,
 									  const char *table_name,
 									  Datum *values, bool *nulls);
 extern char *ghl_json_row_cursor(GhlJsonPage *page, int row);
+extern bool ghl_json_row_has_field(GhlJsonPage *page, int row,
+								   const char *field);
+extern void ghl_json_row_remove_field(GhlJsonPage *page, int row,
+									  const char *field);
+extern void ghl_json_row_set_bool(GhlJsonPage *page, int row,
+								  const char *field, bool value);
+extern void ghl_json_row_null_if_absent(GhlJsonPage *page, int row,
+										const char *field);
 extern void ghl_json_error_info(const char *data, size_t len,
 								char **message, char **trace_id);
 
@@ -593,6 +601,14 @@ extern char *ghl_json_body_text(GhlJsonBody *body);
 typedef struct GhlTarget GhlTarget;
 typedef struct GhlRows GhlRows;
 
+/* What a batch's rows say about their records, and so how they are written. */
+typedef enum GhlRowsMode
+{
+	GHL_ROWS_FOUND,				/* read from the API: they exist */
+	GHL_ROWS_CHANGED,			/* changed: a tombstone stays one */
+	GHL_ROWS_DELETED			/* deleted */
+} GhlRowsMode;
+
 extern GhlTarget *ghl_target_open(const char *schema,
 								  const GhlResource *resource, bool create,
 								  MemoryContext cxt);
@@ -602,6 +618,10 @@ extern GhlRows *ghl_rows_new(GhlTarget *target, const char *location_id,
 extern void ghl_rows_add_json(GhlRows *rows, GhlJsonPage *page, int row,
 							  bool use_search_fields, const char *contact_id,
 							  TimestampTz as_of);
+extern void ghl_rows_set_mode(GhlRows *rows, GhlRowsMode mode);
+extern void ghl_rows_add_event(GhlRows *rows, GhlJsonPage *page,
+							   TimestampTz as_of);
+extern int	ghl_rows_written(GhlRows *rows);
 extern int	ghl_rows_count(GhlRows *rows);
 extern char *ghl_rows_id(GhlRows *rows, int row);
 extern TimestampTz ghl_rows_time(GhlRows *rows, int row, const char *column);
@@ -710,6 +730,10 @@ extern void ghl_pass_save(const char *server_name, const char *pass,
 						  const char *location_id, const bool *wanted,
 						  const GhlPassState *state);
 extern void ghl_pass_drop(const char *server_name, const char *pass);
+extern List *ghl_pending_load(const char *server_name, const char *location_id,
+							  int limit);
+extern void ghl_pending_done(const char *server_name, List *contact_ids,
+							 TimestampTz read);
 extern void ghl_sync_settings(const char *server_name,
 							  GhlSyncSettings *settings);
 extern bool ghl_sync_lock(const char *schema, const char *location_id,

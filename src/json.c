@@ -26,7 +26,11 @@
 #include "common/int.h"
 #include "datatype/timestamp.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "utils/array.h"
+#include "utils/datetime.h"
+#include "utils/fmgroids.h"
+#include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -55,11 +59,15 @@ static void row_to_values(GhlJsonPage *page, int row,
 						  bool keep_missing, Datum *values, bool *nulls);
 static Datum json_to_datum(json_object *value, GhlColumnMap *col,
 						   const char *server_name, bool *isnull);
-static Datum scalar_to_datum(json_object *value, FmgrInfo *input, Oid ioparam,
-							 int32 typmod, bool is_timestamp,
+static Datum scalar_to_datum(json_object *value, Oid typid, FmgrInfo *input,
+							 Oid ioparam, int32 typmod, bool is_timestamp,
 							 const char *server_name);
+static bool iso_timestamptz(const char *text, TimestampTz *result);
+static Datum json_to_jsonb(json_object *value, const char *server_name);
+static JsonbValue *push_jsonb(JsonbParseState **state, json_object *value,
+							  JsonbIteratorToken token, const char *server_name);
 static const char *server_string(const char *s, int len,
-								 const char *server_name);
+								 const char *server_name, int *outlen);
 static const char *json_text(json_object *value, const char *server_name);
 static Datum epoch_ms_to_timestamp(json_object *value, const char *server_name);
 static void conversion_error_callback(void *arg);
@@ -312,6 +320,9 @@ json_to_datum(json_object *value, GhlColumnMap *col, const char *server_name,
 		return (Datum) 0;
 	}
 
+	if (col->typid == JSONBOID && (json_object_is_type(value, json_type_object) ||
+									json_object_is_type(value, json_type_array)))
+		return json_to_jsonb(value, server_name);
 	if (col->is_json)
 		return InputFunctionCall(&col->input,
 								 (char *) json_text(value, server_name),
@@ -340,7 +351,7 @@ json_to_datum(json_object *value, GhlColumnMap *col, const char *server_name,
 
 			elemnulls[i] = (elem == NULL || json_object_is_type(elem, json_type_null));
 			elems[i] = elemnulls[i] ? (Datum) 0 :
-				scalar_to_datum(elem, &col->input, col->ioparam, -1,
+				scalar_to_datum(elem, col->elemtypid, &col->input, col->ioparam, -1,
 								col->is_timestamp, server_name);
 		}
 		dims[0] = n;
@@ -349,7 +360,7 @@ json_to_datum(json_object *value, GhlColumnMap *col, const char *server_name,
 												  col->elembyval, col->elemalign));
 	}
 
-	return scalar_to_datum(value, &col->input, col->ioparam, col->typmod,
+	return scalar_to_datum(value, col->typid, &col->input, col->ioparam, col->typmod,
 						   col->is_timestamp, server_name);
 }
 
@@ -373,38 +384,240 @@ utc_if_zoneless(const char *text)
 	return text;
 }
 
+/*
+ * One scalar (or, for a column of another type, any JSON value) as a Datum
+ * of typid.  The types a scan fills most (text, boolean, timestamptz) are
+ * built directly; everything else, and every text the direct paths do not
+ * recognize, goes through the type's input function.
+ */
 static Datum
-scalar_to_datum(json_object *value, FmgrInfo *input, Oid ioparam,
+scalar_to_datum(json_object *value, Oid typid, FmgrInfo *input, Oid ioparam,
 				int32 typmod, bool is_timestamp, const char *server_name)
 {
 	switch (json_object_get_type(value))
 	{
 		case json_type_string:
 			{
-				const char *text = server_string(json_object_get_string(value),
-												 json_object_get_string_len(value),
-												 server_name);
+				int			len;
+				const char *str = server_string(json_object_get_string(value),
+												json_object_get_string_len(value),
+												server_name, &len);
 
+				if (typid == TEXTOID)
+				{
+					text	   *result = (text *) palloc(len + VARHDRSZ);
+
+					SET_VARSIZE(result, len + VARHDRSZ);
+					memcpy(VARDATA(result), str, len);
+					return PointerGetDatum(result);
+				}
 				if (is_timestamp)
-					text = utc_if_zoneless(text);
-				return InputFunctionCall(input, (char *) text, ioparam, typmod);
+				{
+					TimestampTz ts;
+
+					if (typid == TIMESTAMPTZOID && typmod < 0 && iso_timestamptz(str, &ts))
+						return TimestampTzGetDatum(ts);
+					str = utc_if_zoneless(str);
+				}
+				return InputFunctionCall(input, (char *) str, ioparam, typmod);
 			}
+		case json_type_boolean:
+			if (typid == BOOLOID)
+				return BoolGetDatum(json_object_get_boolean(value));
+			break;
 		case json_type_int:
 		case json_type_double:
 			/* the API writes some dates as epoch milliseconds */
 			if (is_timestamp)
 				return epoch_ms_to_timestamp(value, server_name);
-			/* FALLTHROUGH */
-		case json_type_boolean:
+			break;
 		case json_type_object:
 		case json_type_array:
-			return InputFunctionCall(input, (char *) json_text(value, server_name),
-									 ioparam, typmod);
+			break;
 		case json_type_null:
+			elog(ERROR, "unexpected JSON null");
+	}
+	return InputFunctionCall(input, (char *) json_text(value, server_name),
+							 ioparam, typmod);
+}
+
+/* n decimal digits at s as a number, or -1 if they are not all digits */
+static int
+iso_digits(const char *s, int n)
+{
+	int			v = 0;
+
+	for (; n > 0; n--, s++)
+	{
+		if (*s < '0' || *s > '9')
+			return -1;
+		v = v * 10 + (*s - '0');
+	}
+	return v;
+}
+
+/*
+ * The times the API writes, "2021-11-26T12:41:02.193Z" or with an offset
+ * ("+05:30"), or without a zone (UTC, as utc_if_zoneless reads them), read
+ * without timestamptz_in's general parser: a scan reads several per row.
+ * False for anything else (other forms, leap seconds, 24:00, more than six
+ * fractional digits), which the input function then reads with its own
+ * rules; true results equal what it would return.
+ */
+static bool
+iso_timestamptz(const char *text, TimestampTz *result)
+{
+	int			year = iso_digits(text, 4);
+	int			month = iso_digits(text + 5, 2);
+	int			day = iso_digits(text + 8, 2);
+	int			hour = 0;
+	int			minute = 0;
+	int			second = 0;
+	int64		fraction = 0;
+	int			offset = 0;		/* seconds east of UTC */
+	const char *p = text + 10;
+	int64		days;
+
+	if (year < 1 || text[4] != '-' || text[7] != '-' || month < 1 || month > 12 ||
+		day < 1 || day > day_tab[isleap(year)][month - 1])
+		return false;
+	if (*p == 'T' || *p == ' ')
+	{
+		hour = iso_digits(p + 1, 2);
+		minute = iso_digits(p + 4, 2);
+		second = iso_digits(p + 7, 2);
+		if (hour < 0 || hour > 23 || p[3] != ':' || minute < 0 || minute > 59 ||
+			p[6] != ':' || second < 0 || second > 59)
+			return false;
+		p += 9;
+		if (*p == '.')
+		{
+			int64		scale = USECS_PER_SEC;
+			int			digits = 0;
+
+			for (p++; *p >= '0' && *p <= '9'; p++, digits++)
+			{
+				if (digits == 6)
+					return false;
+				scale /= 10;
+				fraction += (*p - '0') * scale;
+			}
+			if (digits == 0)
+				return false;
+		}
+		if (*p == 'Z' || *p == 'z')
+			p++;
+		else if (*p == '+' || *p == '-')
+		{
+			int			oh = iso_digits(p + 1, 2);
+			int			om = 0;
+			const char *end = p + 3;
+
+			if (*end == ':')
+				end++;
+			if (*end != '\0')
+			{
+				om = iso_digits(end, 2);
+				end += 2;
+			}
+			if (oh < 0 || oh > 15 || om < 0 || om > 59 || *end != '\0')
+				return false;
+			offset = (oh * 60 + om) * 60 * (*p == '-' ? -1 : 1);
+			p = end;
+		}
+	}
+	if (*p != '\0')
+		return false;
+
+	days = date2j(year, month, day) - POSTGRES_EPOCH_JDATE;
+	*result = ((days * HOURS_PER_DAY + hour) * MINS_PER_HOUR + minute) * SECS_PER_MINUTE;
+	*result = (*result + second - offset) * USECS_PER_SEC + fraction;
+	return IS_VALID_TIMESTAMP(*result);
+}
+
+/*
+ * A JSON object or array as jsonb, built from json-c's tree: no text in
+ * between to write and parse again.  Strings are checked like
+ * server_string's; numbers keep the text they came as.
+ */
+static Datum
+json_to_jsonb(json_object *value, const char *server_name)
+{
+	JsonbParseState *state = NULL;
+
+	return PointerGetDatum(JsonbValueToJsonb(push_jsonb(&state, value, WJB_VALUE,
+														server_name)));
+}
+
+/*
+ * Push one value (as token, where it is not a container) onto the jsonb
+ * under construction; returns what pushJsonbValue returned last, which for
+ * the outermost container is the whole value.
+ */
+static JsonbValue *
+push_jsonb(JsonbParseState **state, json_object *value, JsonbIteratorToken token,
+		   const char *server_name)
+{
+	JsonbValue	v;
+	int			len;
+
+	check_stack_depth();
+	switch (json_object_get_type(value))
+	{
+		case json_type_object:
+			{
+				struct json_object_iterator it = json_object_iter_begin(value);
+				struct json_object_iterator end = json_object_iter_end(value);
+
+				(void) pushJsonbValue(state, WJB_BEGIN_OBJECT, NULL);
+				for (; !json_object_iter_equal(&it, &end); json_object_iter_next(&it))
+				{
+					const char *key = json_object_iter_peek_name(&it);
+
+					v.type = jbvString;
+					v.val.string.val = (char *) server_string(key, strlen(key),
+															  server_name, &len);
+					v.val.string.len = len;
+					(void) pushJsonbValue(state, WJB_KEY, &v);
+					(void) push_jsonb(state, json_object_iter_peek_value(&it), WJB_VALUE,
+									  server_name);
+				}
+				return pushJsonbValue(state, WJB_END_OBJECT, NULL);
+			}
+		case json_type_array:
+			{
+				size_t		n = json_object_array_length(value);
+				size_t		i;
+
+				(void) pushJsonbValue(state, WJB_BEGIN_ARRAY, NULL);
+				for (i = 0; i < n; i++)
+					(void) push_jsonb(state, json_object_array_get_idx(value, i), WJB_ELEM,
+									  server_name);
+				return pushJsonbValue(state, WJB_END_ARRAY, NULL);
+			}
+		case json_type_null:
+			v.type = jbvNull;
+			break;
+		case json_type_boolean:
+			v.type = jbvBool;
+			v.val.boolean = json_object_get_boolean(value);
+			break;
+		case json_type_string:
+			v.type = jbvString;
+			v.val.string.val = (char *) server_string(json_object_get_string(value),
+													  json_object_get_string_len(value),
+													  server_name, &len);
+			v.val.string.len = len;
+			break;
+		case json_type_int:
+		case json_type_double:
+			v.type = jbvNumeric;
+			v.val.numeric = DatumGetNumeric(OidInputFunctionCall(F_NUMERIC_IN,
+																 (char *) json_text(value, server_name),
+																 InvalidOid, -1));
 			break;
 	}
-	elog(ERROR, "unexpected JSON null");
-	return (Datum) 0;
+	return pushJsonbValue(state, token, &v);
 }
 
 /*
@@ -415,9 +628,10 @@ scalar_to_datum(json_object *value, FmgrInfo *input, Oid ioparam,
  * a scan runs it on every value of every row.
  */
 static const char *
-server_string(const char *s, int len, const char *server_name)
+server_string(const char *s, int len, const char *server_name, int *outlen)
 {
 	int			valid = pg_encoding_verifymbstr(PG_UTF8, s, len);
+	const char *converted;
 
 	if (valid < len && s[valid] == '\0')
 		ereport(ERROR,
@@ -431,9 +645,10 @@ server_string(const char *s, int len, const char *server_name)
 				 errmsg("GHL server \"%s\" returned invalid UTF-8", server_name),
 				 errdetail("Byte %d of the value (0x%02x) is not part of a valid UTF-8 character.",
 						   valid + 1, (unsigned char) s[valid])));
-	if (GetDatabaseEncoding() == PG_UTF8)
-		return s;
-	return pg_any_to_server(s, len, PG_UTF8);
+	converted = GetDatabaseEncoding() == PG_UTF8 ? s : pg_any_to_server(s, len, PG_UTF8);
+	if (outlen != NULL)
+		*outlen = converted == s ? len : (int) strlen(converted);
+	return converted;
 }
 
 /*
@@ -450,7 +665,7 @@ json_text(json_object *value, const char *server_name)
 														 JSON_C_TO_STRING_PLAIN,
 														 &len);
 
-	return server_string(text, (int) len, server_name);
+	return server_string(text, (int) len, server_name, NULL);
 }
 
 /*
@@ -487,6 +702,54 @@ epoch_ms_to_timestamp(json_object *value, const char *server_name)
 						server_name,
 						json_object_to_json_string_ext(value, JSON_C_TO_STRING_PLAIN))));
 	return TimestampTzGetDatum(ts);
+}
+
+/*
+ * Whether a row carries a field at all (null counts): a webhook's payload
+ * says nothing about the fields it lacks.
+ */
+bool
+ghl_json_row_has_field(GhlJsonPage *page, int row, const char *field)
+{
+	return json_object_object_get_ex(row_object(page, row), field, NULL);
+}
+
+/*
+ * Remove a field from a row, or set it: a webhook's envelope
+ * is not part of its record ("type" is the event's, not the contact's),
+ * and an event can say what its payload leaves out (TaskComplete:
+ * completed).
+ */
+void
+ghl_json_row_remove_field(GhlJsonPage *page, int row, const char *field)
+{
+	json_object_object_del(row_object(page, row), field);
+}
+
+void
+ghl_json_row_set_bool(GhlJsonPage *page, int row, const char *field, bool value)
+{
+	if (json_object_object_add(row_object(page, row), field,
+							   json_object_new_boolean(value)) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+}
+
+/*
+ * Make a field the row lacks an explicit null: a payload that always
+ * carries the field leaves it out when it has no value.
+ */
+void
+ghl_json_row_null_if_absent(GhlJsonPage *page, int row, const char *field)
+{
+	json_object *obj = row_object(page, row);
+
+	if (!json_object_object_get_ex(obj, field, NULL) &&
+		json_object_object_add(obj, field, NULL) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
 }
 
 /*
@@ -723,7 +986,7 @@ ghl_json_page_strings(GhlJsonPage *page, const char *key)
 			result = lappend(result,
 							 pstrdup(server_string(json_object_get_string(value),
 												   json_object_get_string_len(value),
-												   page->server_name)));
+												   page->server_name, NULL)));
 		else
 			result = lappend(result, NULL);
 	}

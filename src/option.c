@@ -83,6 +83,7 @@ static const GhlValidOption ghl_valid_options[] = {
 	{"max_concurrency", ForeignServerRelationId, GHL_OPT_CONCURRENCY},
 	{"read_only", ForeignServerRelationId, GHL_OPT_BOOL},
 	{"sync_schema", ForeignServerRelationId, GHL_OPT_TEXT},
+	{"webhook_catch_up", ForeignServerRelationId, GHL_OPT_BOOL},
 
 	{"access_token", UserMappingRelationId, GHL_OPT_SECRET},
 	{"client_id", UserMappingRelationId, GHL_OPT_TEXT},

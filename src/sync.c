@@ -54,6 +54,9 @@
 #define GHL_APPOINTMENT_WINDOW_MS	(INT64CONST(366) * 86400 * 1000)
 /* how many slices a full pass makes per concurrent request */
 #define GHL_SLICES_PER_REQUEST		2
+/* contacts queued by webhook events that one run reads, and per batch */
+#define GHL_SYNC_MAX_PENDING		1000
+#define GHL_PENDING_PER_BATCH		50
 /* appointment ids per ghl_fdw_appointments notification */
 #define GHL_NOTIFY_IDS				250
 /* the request rate is measured over at least this long */
@@ -205,6 +208,7 @@ static void contacts_page(GhlSyncRun *run, GhlSlice *slice, GhlJsonPage *page,
 						  TimestampTz as_of);
 static void contacts_request_pages(GhlSyncRun *run);
 static void contacts_pass_check(GhlSyncRun *run);
+static void pending_start(GhlSyncRun *run);
 static GhlPageBatch *batch_new(GhlSyncRun *run, GhlSlice *slice);
 static void batch_request_children(GhlSyncRun *run, GhlPageBatch *batch);
 static void batch_child(GhlSyncRun *run, GhlSyncRequest *sreq,
@@ -1082,10 +1086,57 @@ contacts_pass_check(GhlSyncRun *run)
 													run->options->location_id,
 													run->pass.started));
 		}
+		/* every contact's children were read: none is pending any more */
+		if (run->child[GHL_RESOURCE_NOTES] || run->child[GHL_RESOURCE_APPOINTMENTS])
+			ghl_pending_done(run->options->server_name, NIL, run->pass.started);
 	}
 	ghl_pass_drop(run->options->server_name, pass);
 	run->contacts_pass = false;
+	if (!run->full_pass)
+		pending_start(run);
 	report(run, "running", NULL, NULL);
+}
+
+/*
+ * After an incremental pass, read the children of the contacts that
+ * webhook events queued (ghl_fdw.sync_pending): an event of a note or an
+ * appointment lacks fields only those reads return, and the pass saw only
+ * contacts that changed themselves.  Batches of them are read and written
+ * like pages of contacts, without the contacts.
+ */
+static void
+pending_start(GhlSyncRun *run)
+{
+	const char *location = run->options->location_id;
+	GhlPageBatch *batch = NULL;
+	List	   *ids;
+	ListCell   *lc;
+
+	if (!run->child[GHL_RESOURCE_NOTES] && !run->child[GHL_RESOURCE_APPOINTMENTS])
+		return;
+	ids = ghl_pending_load(run->options->server_name, location, GHL_SYNC_MAX_PENDING);
+	foreach(lc, ids)
+	{
+		MemoryContext oldcxt;
+
+		if (batch == NULL)
+		{
+			batch = batch_new(run, NULL);
+			oldcxt = MemoryContextSwitchTo(batch->cxt);
+			batch->contacts = ghl_rows_new(run->targets[GHL_RESOURCE_CONTACTS],
+										   location, NULL);
+		}
+		else
+			oldcxt = MemoryContextSwitchTo(batch->cxt);
+		batch->contact_ids = lappend(batch->contact_ids, pstrdup(lfirst(lc)));
+		MemoryContextSwitchTo(oldcxt);
+		if (list_length(batch->contact_ids) == GHL_PENDING_PER_BATCH ||
+			lnext(ids, lc) == NULL)
+		{
+			batch_request_children(run, batch);
+			batch = NULL;
+		}
+	}
 }
 
 /* ----------------------------------------------------------------
@@ -1176,9 +1227,15 @@ batch_child(GhlSyncRun *run, GhlSyncRequest *sreq, GhlResponse *response)
 	if (--batch->waiting > 0)
 		return;
 	if (batch->slice != NULL)
+	{
 		batch_write_ready(run, batch->slice);
-	else
-		batch_write(run, batch);	/* refresh_contact: one step */
+		return;
+	}
+
+	/* refresh_contact, or contacts queued by webhooks: one step each */
+	batch_write(run, batch);
+	ghl_pending_done(run->options->server_name, batch->contact_ids, batch->fetched);
+	MemoryContextDelete(batch->cxt);
 }
 
 /*
@@ -1244,6 +1301,11 @@ batch_write(GhlSyncRun *run, GhlPageBatch *batch)
 	}
 	if (slice == NULL)
 		return;
+
+	/* an incremental pass has read what webhook events queued of these */
+	if (!run->full_pass &&
+		(run->child[GHL_RESOURCE_NOTES] || run->child[GHL_RESOURCE_APPOINTMENTS]))
+		ghl_pending_done(run->options->server_name, batch->contact_ids, batch->fetched);
 
 	/* the slice's position, and the run's progress, move with the rows */
 	slice->state.after = batch->cursor ?

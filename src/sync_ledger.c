@@ -628,6 +628,69 @@ ghl_pass_drop(const char *server_name, const char *pass)
 	SPI_finish();
 }
 
+/*
+ * Contacts of the location that webhook events queued for the server's
+ * next incremental run (ghl_fdw.sync_pending), the longest waiting first,
+ * at most limit of them.  The ids are in CurrentMemoryContext.
+ */
+List *
+ghl_pending_load(const char *server_name, const char *location_id, int limit)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Oid			argtypes[3] = {TEXTOID, TEXTOID, INT4OID};
+	Datum		values[3];
+	List	   *ids = NIL;
+	uint64		i;
+
+	values[0] = CStringGetTextDatum(server_name);
+	values[1] = CStringGetTextDatum(location_id);
+	values[2] = Int32GetDatum(limit);
+	SPI_connect();
+	owner_execute("SELECT contact_id FROM ghl_fdw.sync_pending"
+				  " WHERE server_name OPERATOR(pg_catalog.=) $1"
+				  "   AND location_id OPERATOR(pg_catalog.=) $2"
+				  " ORDER BY queued_at, contact_id LIMIT $3",
+				  3, argtypes, values, NULL, SPI_OK_SELECT);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		char	   *id = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		MemoryContext spicxt = MemoryContextSwitchTo(cxt);
+
+		ids = lappend(ids, pstrdup(id));
+		MemoryContextSwitchTo(spicxt);
+	}
+	SPI_finish();
+	return ids;
+}
+
+/*
+ * The queued contacts (all when contact_ids is NIL) were read at "read":
+ * unqueue them, unless an event queued them again since.
+ */
+void
+ghl_pending_done(const char *server_name, List *contact_ids, TimestampTz read)
+{
+	Oid			argtypes[3] = {TEXTOID, TEXTARRAYOID, TIMESTAMPTZOID};
+	Datum		values[3];
+	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(contact_ids), 1));
+	ListCell   *lc;
+
+	foreach(lc, contact_ids)
+		elems[foreach_current_index(lc)] = CStringGetTextDatum(lfirst(lc));
+	values[0] = CStringGetTextDatum(server_name);
+	values[1] = PointerGetDatum(construct_array(elems, list_length(contact_ids),
+												TEXTOID, -1, false, TYPALIGN_INT));
+	values[2] = TimestampTzGetDatum(read);
+	SPI_connect();
+	owner_execute("DELETE FROM ghl_fdw.sync_pending"
+				  " WHERE server_name OPERATOR(pg_catalog.=) $1"
+				  "   AND ($2 OPERATOR(pg_catalog.=) '{}' OR"
+				  "        contact_id OPERATOR(pg_catalog.=) ANY ($2))"
+				  "   AND queued_at OPERATOR(pg_catalog.<=) $3",
+				  3, argtypes, values, NULL, SPI_OK_DELETE);
+	SPI_finish();
+}
+
 /* A server's row of ghl_fdw.sync_settings, or the defaults. */
 void
 ghl_sync_settings(const char *server_name, GhlSyncSettings *settings)

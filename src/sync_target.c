@@ -70,6 +70,7 @@ typedef struct GhlTargetColumn
 typedef struct GhlUpsertPlan
 {
 	uint64		absent;			/* bit per column the source lacks */
+	GhlRowsMode mode;
 	SPIPlanPtr	plan;
 } GhlUpsertPlan;
 
@@ -97,7 +98,9 @@ struct GhlRows
 	GhlTarget  *target;
 	const char *location_id;
 	uint64		absent;
+	GhlRowsMode mode;
 	int			nrows;
+	int			written;		/* by the last upsert, stale rows not */
 	int			maxrows;
 	Datum	   *values;			/* nrows x ncolumns */
 	bool	   *nulls;
@@ -109,8 +112,9 @@ static void target_load_columns(GhlTarget *target, Relation rel);
 static void target_check_owner(Form_pg_class form, const char *qualified);
 static SPIPlanPtr target_prepare(GhlTarget *target, const char *sql,
 								 int nargs, Oid *argtypes);
-static SPIPlanPtr upsert_plan(GhlTarget *target, uint64 absent);
-static char *upsert_sql(GhlTarget *target, uint64 absent);
+static SPIPlanPtr upsert_plan(GhlTarget *target, uint64 absent,
+							  GhlRowsMode mode);
+static char *upsert_sql(GhlTarget *target, uint64 absent, GhlRowsMode mode);
 static Datum column_array(GhlTarget *target, GhlRows *rows, int column);
 static Datum text_array(List *strings);
 static void rows_grow(GhlRows *rows);
@@ -391,12 +395,15 @@ target_prepare(GhlTarget *target, const char *sql, int nargs, Oid *argtypes)
 /*
  * INSERT ... ON CONFLICT of a batch: new rows go in; an existing row takes
  * the batch's values unless its own are newer (as_of); columns the source
- * does not carry ("absent") keep their stored values; a tombstoned row
- * comes back.  synced_at moves only when a value changed, and RETURNING
- * says which rows did.
+ * does not carry ("absent") keep their stored values.  By mode, a
+ * tombstoned row comes back (a read found the record), stays a tombstone
+ * (a change to a record deleted since), or the rows are deletions:
+ * tombstoned, and inserted as tombstones when unknown, so that an older
+ * event arriving later cannot bring them back.  synced_at moves only when
+ * a value changed, and RETURNING says which rows did.
  */
 static char *
-upsert_sql(GhlTarget *target, uint64 absent)
+upsert_sql(GhlTarget *target, uint64 absent, GhlRowsMode mode)
 {
 	StringInfoData sql;
 	StringInfoData changed;
@@ -418,13 +425,23 @@ upsert_sql(GhlTarget *target, uint64 absent)
 		else
 			appendStringInfo(&sql, "u.c%d, ", c);
 	}
-	appendStringInfoString(&sql, "u.as_of, pg_catalog.now(), NULL FROM ROWS FROM (");
+	appendStringInfo(&sql, "u.as_of, pg_catalog.now(), %s FROM ROWS FROM (",
+					 mode == GHL_ROWS_DELETED ? "pg_catalog.now()" : "NULL");
 	for (c = 0; c < target->ncolumns; c++)
 		appendStringInfo(&sql, "pg_catalog.unnest($%d), ", c + 1);
 	appendStringInfo(&sql, "pg_catalog.unnest($%d)) AS u(", target->ncolumns + 1);
 	for (c = 0; c < target->ncolumns; c++)
 		appendStringInfo(&sql, "c%d, ", c);
 	appendStringInfoString(&sql, "as_of) ON CONFLICT (location_id, id) DO UPDATE SET ");
+	if (mode == GHL_ROWS_DELETED)
+	{
+		appendStringInfoString(&sql,
+							   "as_of = EXCLUDED.as_of, "
+							   "deleted_at = COALESCE(t.deleted_at, pg_catalog.now()) "
+							   "WHERE t.as_of IS NULL OR t.as_of OPERATOR(pg_catalog.<=) EXCLUDED.as_of "
+							   "RETURNING t.id, t.deleted_at OPERATOR(pg_catalog.=) pg_catalog.now()");
+		return sql.data;
+	}
 	for (c = 0; c < target->ncolumns; c++)
 	{
 		const char *name = quote_identifier(target->columns[c].name);
@@ -439,15 +456,16 @@ upsert_sql(GhlTarget *target, uint64 absent)
 					 "as_of = EXCLUDED.as_of, deleted_at = NULL, "
 					 "synced_at = CASE WHEN t.deleted_at IS NOT NULL%s"
 					 " THEN EXCLUDED.synced_at ELSE t.synced_at END "
-					 "WHERE t.as_of IS NULL OR t.as_of OPERATOR(pg_catalog.<=) EXCLUDED.as_of "
+					 "WHERE (t.as_of IS NULL OR t.as_of OPERATOR(pg_catalog.<=) EXCLUDED.as_of)%s "
 					 "RETURNING t.id, t.synced_at OPERATOR(pg_catalog.=) pg_catalog.now()",
-					 changed.data);
+					 changed.data,
+					 mode == GHL_ROWS_CHANGED ? " AND t.deleted_at IS NULL" : "");
 	return sql.data;
 }
 
-/* The prepared upsert for a set of absent columns, made on first use. */
+/* The prepared upsert for a set of absent columns and a mode, made on first use. */
 static SPIPlanPtr
-upsert_plan(GhlTarget *target, uint64 absent)
+upsert_plan(GhlTarget *target, uint64 absent, GhlRowsMode mode)
 {
 	ListCell   *lc;
 	GhlUpsertPlan *entry;
@@ -458,7 +476,7 @@ upsert_plan(GhlTarget *target, uint64 absent)
 	foreach(lc, target->upserts)
 	{
 		entry = lfirst(lc);
-		if (entry->absent == absent)
+		if (entry->absent == absent && entry->mode == mode)
 			return entry->plan;
 	}
 	argtypes = palloc(sizeof(Oid) * (target->ncolumns + 1));
@@ -469,7 +487,8 @@ upsert_plan(GhlTarget *target, uint64 absent)
 	oldcxt = MemoryContextSwitchTo(target->cxt);
 	entry = palloc(sizeof(GhlUpsertPlan));
 	entry->absent = absent;
-	entry->plan = target_prepare(target, upsert_sql(target, absent),
+	entry->mode = mode;
+	entry->plan = target_prepare(target, upsert_sql(target, absent, mode),
 								 target->ncolumns + 1, argtypes);
 	target->upserts = lappend(target->upserts, entry);
 	MemoryContextSwitchTo(oldcxt);
@@ -665,6 +684,48 @@ ghl_rows_add_json(GhlRows *rows, GhlJsonPage *page, int row,
 	rows->nrows++;
 }
 
+/*
+ * A batch's rows are what a write through a webhook said: a change or a
+ * deletion (see upsert_sql).  Rows read from the API are GHL_ROWS_FOUND.
+ */
+void
+ghl_rows_set_mode(GhlRows *rows, GhlRowsMode mode)
+{
+	rows->mode = mode;
+}
+
+/*
+ * Add a webhook's record, the only row of its batch: the columns whose
+ * fields its payload lacks keep their stored values.
+ */
+void
+ghl_rows_add_event(GhlRows *rows, GhlJsonPage *page, TimestampTz as_of)
+{
+	GhlTarget  *target = rows->target;
+	int			c;
+
+	Assert(rows->nrows == 0);
+	for (c = 0; c < target->ncolumns; c++)
+	{
+		GhlColumnMap *map = &target->maps[c];
+
+		if (!map->is_raw && c != target->location_column &&
+			!ghl_json_row_has_field(page, 0, map->field))
+			rows->absent |= UINT64CONST(1) << c;
+	}
+	ghl_rows_add_json(rows, page, 0, false, NULL, as_of);
+}
+
+/*
+ * How many rows of a batch the last upsert wrote: the others were older
+ * than what the table holds (or changes to tombstones).
+ */
+int
+ghl_rows_written(GhlRows *rows)
+{
+	return rows->written;
+}
+
 /* The id of row i of a batch. */
 char *
 ghl_rows_id(GhlRows *rows, int i)
@@ -838,8 +899,9 @@ ghl_target_upsert(GhlTarget *target, GhlRows *rows)
 												 true, TYPALIGN_DOUBLE));
 	nulls[n] = ' ';
 
-	(void) execute_returning_ids(upsert_plan(target, rows->absent), args, nulls,
-								 &changed);
+	rows->written = list_length(execute_returning_ids(upsert_plan(target, rows->absent,
+																  rows->mode),
+													  args, nulls, &changed));
 	return changed;
 }
 
