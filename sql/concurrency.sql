@@ -209,6 +209,47 @@ SELECT count(*) FROM test.mock('POST', '/_mock/config',
     '{"rate_limit": 100000, "rate_interval_ms": 10000}');
 SELECT count(*) FROM ghl.contacts WHERE id = 'noSuchContact0000001';
 
+-- a paged scan asks for the next page as soon as it has parsed the
+-- current one, so that the next page travels while the current rows are
+-- returned: a cursor that has read one row of 100 contacts paged by 30 has
+-- made two requests, the second with the first page's searchAfter; one
+-- that stops early leaves the connection usable; a pushed-down LIMIT
+-- never asks for a page beyond the rows it needs
+CREATE FUNCTION test.wait_requests(n int) RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1..100 LOOP
+        EXIT WHEN (SELECT count(*) FROM test.requests()) >= n;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+    PERFORM pg_sleep(0.2);  -- and no more than n
+    RETURN (SELECT count(*) FROM test.requests());
+END $$;
+ALTER SERVER ghl OPTIONS (ADD page_size '30');
+SELECT test.mock_forget();
+BEGIN;
+DECLARE c CURSOR FOR SELECT id FROM ghl.contacts;
+FETCH 1 FROM c \g /dev/null
+SELECT test.wait_requests(2) AS requests_after_one_row;
+SELECT seq, body->'searchAfter' IS NOT NULL AS continues FROM test.requests();
+FETCH 30 FROM c \g /dev/null
+SELECT test.wait_requests(3) AS requests_after_31_rows;
+CLOSE c;
+COMMIT;
+SELECT test.mock_idle();
+SELECT test.mock_forget();
+SELECT count(*) = jsonb_array_length(s->'contacts') AS all_rows, count(DISTINCT id) AS distinct_ids
+FROM ghl.contacts, state GROUP BY s;
+SELECT count(*) AS requests, count(*) FILTER (WHERE (body->>'pageLimit')::int = 30) AS full_pages
+FROM test.requests();
+SELECT test.mock_forget();
+SELECT id FROM ghl.contacts LIMIT 30 \g /dev/null
+SELECT test.wait_requests(1) AS requests_with_limit_30;
+SELECT test.mock_forget();
+SELECT id FROM ghl.contacts LIMIT 45 \g /dev/null
+SELECT test.wait_requests(2) AS requests_with_limit_45;
+ALTER SERVER ghl OPTIONS (DROP page_size);
+DROP FUNCTION test.wait_requests(int);
+
 -- the option's bounds
 SELECT test.error_of($$ALTER SERVER ghl OPTIONS (SET max_concurrency '0')$$);
 SELECT test.error_of($$ALTER SERVER ghl OPTIONS (SET max_concurrency '33')$$);

@@ -115,10 +115,19 @@ typedef struct GhlFdwScanState
 	int			ncolumns;
 	int			query_attindex; /* the filter-only search column, or -1 */
 
-	/* paging */
+	/*
+	 * paging: the request of the next page goes out as soon as the current
+	 * page is parsed, so that it travels while the current rows are
+	 * converted; page_request is that request, in request_cxt, until its
+	 * response has been parsed
+	 */
 	GhlJsonPage *page;
 	int			next_row;
 	bool		exhausted;		/* no more pages for the current key */
+	bool		page_requested; /* page_request is under way */
+	GhlRequest	page_request;
+	int			page_limit;		/* the pageLimit page_request asks for */
+	int64		rows_fetched;	/* of the current key, for a pushed LIMIT */
 	bool		started;		/* parameters evaluated for this run */
 	bool		first_request;	/* the next request is the run's first */
 	StringInfoData cursor;		/* searchAfter of the previous page */
@@ -127,6 +136,7 @@ typedef struct GhlFdwScanState
 	MemoryContext scan_cxt;		/* lives as long as the scan */
 	MemoryContext run_cxt;		/* values of the current (re)scan */
 	MemoryContext page_cxt;		/* the current response and its JSON */
+	MemoryContext request_cxt;	/* the page request under way */
 	MemoryContext tuple_cxt;	/* the current tuple's values */
 
 	GhlRequestStats stats;
@@ -456,6 +466,9 @@ ghlBeginForeignScan(ForeignScanState *node, int eflags)
 	st->page_cxt = AllocSetContextCreate(estate->es_query_cxt,
 										 "ghl_fdw page",
 										 ALLOCSET_DEFAULT_SIZES);
+	st->request_cxt = AllocSetContextCreate(estate->es_query_cxt,
+											"ghl_fdw request",
+											ALLOCSET_SMALL_SIZES);
 	st->tuple_cxt = AllocSetContextCreate(estate->es_query_cxt,
 										  "ghl_fdw tuple",
 										  ALLOCSET_DEFAULT_SIZES);
@@ -553,10 +566,12 @@ static void
 start_scan(GhlFdwScanState *st)
 {
 	MemoryContextReset(st->page_cxt);
-	MemoryContextReset(st->run_cxt);
+	MemoryContextReset(st->run_cxt);	/* aborts what is under way */
+	MemoryContextReset(st->request_cxt);
 	st->page = NULL;
 	st->next_row = 0;
 	st->exhausted = true;
+	st->page_requested = false;
 	st->started = false;
 	st->first_request = true;
 	st->keys = NULL;
@@ -743,6 +758,7 @@ next_key(GhlFdwScanState *st)
 	st->next_key++;
 	resetStringInfo(&st->cursor);
 	st->skip = 0;
+	st->rows_fetched = 0;
 	st->exhausted = false;
 	return true;
 }
@@ -891,67 +907,110 @@ fetch_key_page(GhlFdwScanState *st)
 }
 
 /*
+ * Send the request of the current key's next page, as far as the cursor
+ * or skip has come, on the run's batch of one.
+ */
+static void
+send_page_request(GhlFdwScanState *st)
+{
+	const GhlEndpoint *ep = st->endpoint;
+	GhlOptions *options = st->options;
+	GhlRequest *request = &st->page_request;
+	MemoryContext oldcxt;
+
+	/* a LIMIT makes the first page just big enough */
+	st->page_limit = options->page_size;
+	if (st->first_request && st->plan->limit > 0)
+		st->page_limit = Min(st->plan->limit, options->page_size);
+	st->first_request = false;
+
+	MemoryContextReset(st->request_cxt);
+	oldcxt = MemoryContextSwitchTo(st->request_cxt);
+	memset(request, 0, sizeof(GhlRequest));
+	switch (st->plan->endpoint)
+	{
+		case GHL_EP_CONTACTS_SEARCH:
+			request->path = pstrdup(ep->path);
+			request->body = ghl_json_search_body(options->location_id,
+												 st->page_limit,
+												 st->cursor.len > 0 ? st->cursor.data : NULL,
+												 st->filter_values, st->query,
+												 st->plan->sort_field,
+												 st->plan->sort_desc);
+			break;
+		case GHL_EP_CONTACTS_OF_BUSINESS:
+			request->path = psprintf("%s?locationId=%s&limit=%d&skip=%d",
+									 ghl_request_path(ep, NULL, st->id_value.data,
+													  options->server_name),
+									 ghl_url_escape(options->location_id),
+									 st->page_limit, st->skip);
+			break;
+		case GHL_EP_TASKS_SEARCH:
+			request->path = psprintf(ep->path, ghl_url_escape(options->location_id));
+			request->body = ghl_json_task_search_body(st->filter_values,
+													  st->page_limit, st->skip);
+			break;
+		default:
+			request->path = key_request_path(st, NULL);
+			break;
+	}
+	read_request(options, ep, request);
+
+	MemoryContextSwitchTo(st->run_cxt);
+	if (st->multi == NULL)
+	{
+		if (st->conn == NULL)
+			st->conn = ghl_get_connection(options);
+		st->multi = ghl_multi_start(st->conn, 1, &st->stats);
+	}
+	MemoryContextSwitchTo(oldcxt);
+	ghl_multi_add(st->multi, request, NULL);
+	st->page_requested = true;
+}
+
+/*
  * Fetch the next page of the current key into the page context, replacing
- * the previous one, and work out whether another page follows.
+ * the previous one, and work out whether another page follows.  If one
+ * does, its request goes out at once, unless the rows at hand already
+ * reach a pushed-down LIMIT: then they may be all the query needs, and a
+ * request it never reads would be spent.
  */
 static void
 fetch_next_page(GhlFdwScanState *st)
 {
 	const GhlEndpoint *ep = st->endpoint;
-	GhlOptions *options = st->options;
-	GhlRequest request = {0};
+	GhlResponse response;
 	MemoryContext oldcxt;
-	int			page_limit = options->page_size;
 	int			nrows;
-
-	/* a LIMIT makes the first page just big enough */
-	if (st->first_request && st->plan->limit > 0)
-		page_limit = st->plan->limit;
-	st->first_request = false;
 
 	MemoryContextReset(st->page_cxt);
 	st->page = NULL;
 	st->next_row = 0;
+	if (!st->page_requested)
+		send_page_request(st);
+
 	oldcxt = MemoryContextSwitchTo(st->page_cxt);
-
-	switch (st->plan->endpoint)
-	{
-		case GHL_EP_CONTACTS_SEARCH:
-			request.path = pstrdup(ep->path);
-			request.body = ghl_json_search_body(options->location_id, page_limit,
-												st->cursor.len > 0 ? st->cursor.data : NULL,
-												st->filter_values, st->query,
-												st->plan->sort_field,
-												st->plan->sort_desc);
-			break;
-		case GHL_EP_CONTACTS_OF_BUSINESS:
-			request.path = psprintf("%s?locationId=%s&limit=%d&skip=%d",
-									ghl_request_path(ep, NULL, st->id_value.data,
-													 options->server_name),
-									ghl_url_escape(options->location_id),
-									page_limit, st->skip);
-			break;
-		case GHL_EP_TASKS_SEARCH:
-			request.path = psprintf(ep->path, ghl_url_escape(options->location_id));
-			request.body = ghl_json_task_search_body(st->filter_values,
-													 page_limit, st->skip);
-			break;
-		default:
-			request.path = key_request_path(st, NULL);
-			break;
-	}
-
-	st->page = execute_request(&st->conn, options, ep, &request, &st->stats);
+	if (!ghl_multi_next(st->multi, &response, NULL))
+		elog(ERROR, "the request of a page of the scan was lost");
+	st->page_requested = false;
 	st->pages++;
+	st->page = response_page(st->conn, st->options, ep, &st->page_request,
+							 &response);
 	nrows = st->page ? ghl_json_page_rows(st->page) : 0;
+	st->rows_fetched += nrows;
 
-	if (st->page == NULL || ep->paging == GHL_PAGING_NONE || nrows < page_limit)
+	if (st->page == NULL || ep->paging == GHL_PAGING_NONE ||
+		nrows < st->page_limit)
 		st->exhausted = true;
 	else if (ep->paging == GHL_PAGING_SKIP)
 		st->skip += nrows;
 	else
-		advance_cursor(&st->cursor, st->page, nrows, options->server_name);
+		advance_cursor(&st->cursor, st->page, nrows, st->options->server_name);
 	MemoryContextSwitchTo(oldcxt);
+
+	if (!st->exhausted &&
+		(st->plan->limit <= 0 || st->rows_fetched < st->plan->limit))
+		send_page_request(st);
 }
 
 /*

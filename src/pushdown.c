@@ -237,13 +237,14 @@ ghl_plan_request(PlannerInfo *root, RelOptInfo *baserel,
 	selectivity = clauselist_selectivity(root, m.filter_clauses, baserel->relid,
 										 JOIN_INNER, NULL);
 	plan->estimated_rows = clamp_row_est(resource->rows_estimate * selectivity);
-	if (limit_tuples > 0 && limit_tuples < options->page_size &&
+	if (limit_tuples > 0 &&
 		ghl_endpoint(plan->endpoint)->paging != GHL_PAGING_NONE)
-		plan->limit = (int) limit_tuples;
+		plan->limit = (int) Min(limit_tuples, PG_INT32_MAX);
 	if (plan->endpoint == GHL_EP_CALENDAR_EVENTS)
 		plan->estimated_requests = 1 + GHL_CALENDARS;
 	else if (plan->limit > 0)
-		plan->estimated_requests = 1;
+		plan->estimated_requests = Max(1, ceil(Min(plan->limit, plan->estimated_rows) /
+											   options->page_size));
 	else
 		plan->estimated_requests = Max(1, ceil(plan->estimated_rows / options->page_size));
 	return plan;
