@@ -321,6 +321,9 @@ extern void ghl_report_http_error(GhlConnection *conn,
 								  const GhlRequest *request,
 								  const GhlResponse *response) pg_attribute_noreturn();
 extern char *ghl_url_escape(const char *value);
+struct GhlRateLimit;
+extern void ghl_http_last_response(GhlConnection *conn, long *status,
+								   struct GhlRateLimit *rate, TimestampTz *date);
 
 /*
  * One attempt of a request, on an easy handle pooled by the connection:
