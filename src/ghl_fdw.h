@@ -467,6 +467,9 @@ extern void ghl_auth_accept_grant(GhlOptions *options, GhlToken *token,
 								  const struct GhlTokenResponse *answer);
 extern void ghl_auth_location_token(GhlConnection *conn, GhlOptions *options,
 									GhlToken *token);
+extern void ghl_auth_describe(GhlConnection *conn, GhlOptions *options,
+							  bool renew, GhlToken *state);
+extern bool ghl_scope_listed(const char *scopes, const char *scope);
 
 /*
  * in token_store.c
