@@ -135,7 +135,6 @@ typedef struct GhlCheck
 	GhlConnection *conn;
 	bool		oauth;
 	bool		used[GHL_NUM_RESOURCES];	/* what the server is used for */
-	bool		all_used;		/* nothing in use yet: checked for all */
 	GhlCheckRun runs[GHL_NUM_RESOURCES];
 
 	/* OAuth: what is known of the token, never the token itself */
@@ -1048,6 +1047,7 @@ ghl_fdw_check(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	GhlCheck   *check = palloc0(sizeof(GhlCheck));
 	ErrorData  *edata;
+	bool		nothing_used;
 	int			r;
 
 	if (PG_ARGISNULL(0))
@@ -1066,10 +1066,11 @@ ghl_fdw_check(PG_FUNCTION_ARGS)
 		set_error_row(check, GHL_CHECK_SYNC_TABLES, edata, NULL);
 		set_error_row(check, GHL_CHECK_SYNC_RUNS, edata, NULL);
 	}
-	check->all_used = true;
+	/* nothing in use yet: everything is checked */
+	nothing_used = true;
 	for (r = 0; r < GHL_NUM_RESOURCES; r++)
-		check->all_used &= !check->used[r];
-	if (check->all_used)
+		nothing_used &= !check->used[r];
+	if (nothing_used)
 		memset(check->used, true, sizeof(check->used));
 
 	if (check->oauth)
