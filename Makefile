@@ -22,7 +22,8 @@ OBJS = \
 	src/pull.o \
 	src/webhook.o \
 	src/webhook_apply.o \
-	src/webhook_keys.o
+	src/webhook_keys.o \
+	src/check.o
 
 EXTENSION = ghl_fdw
 DATA = sql/ghl_fdw--1.0.sql sql/ghl_fdw--1.1.sql sql/ghl_fdw--1.0--1.1.sql

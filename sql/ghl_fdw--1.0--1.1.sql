@@ -486,3 +486,17 @@ CREATE POLICY server_usable ON ghl_fdw.sync_pending FOR SELECT
                    WHERE s.srvname = sync_pending.server_name
                      AND pg_catalog.has_server_privilege(s.oid, 'USAGE')));
 GRANT SELECT ON ghl_fdw.sync_pending TO PUBLIC;
+
+-- The connection check an operator runs first: one row per thing that
+-- has to be right (credentials, scopes, location, API version, rate-limit
+-- headroom, clock, calendars, sync tables, runs and pg_cron job), with a
+-- hint on each failing row and never a secret.  "check" is a reserved
+-- word: call it qualified, and quote the column.
+CREATE FUNCTION ghl_fdw.check(server_name text,
+    OUT "check" text, OUT ok boolean, OUT detail text, OUT hint text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'ghl_fdw_check'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION ghl_fdw.check(text) IS
+  'check a GHL server end to end with the fewest requests: one row per check (check, ok, detail, hint); ok is NULL where nothing could be checked';

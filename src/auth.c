@@ -51,6 +51,7 @@ typedef struct GhlCachedToken
 	TimestampTz expires_at;
 	char	   *scopes;			/* in TopMemoryContext, or NULL */
 	bool		rejected;		/* the API answered 401 to access_token */
+	TimestampTz last_refresh;	/* when the token endpoint issued it */
 } GhlCachedToken;
 
 static HTAB *TokenCache = NULL;
@@ -409,6 +410,7 @@ cache_entry(GhlOptions *options)
 		cache_set_string(&entry->scopes, NULL);
 		entry->expires_at = 0;
 		entry->rejected = false;
+		entry->last_refresh = 0;
 		strlcpy(entry->fingerprint, fingerprint, sizeof(entry->fingerprint));
 	}
 	pfree(fingerprint);
@@ -466,6 +468,7 @@ obtain_token(GhlOptions *options, GhlCachedToken *entry)
 	cache_set_string(&entry->scopes, token.scopes);
 	entry->expires_at = token.expires_at;
 	entry->rejected = false;
+	entry->last_refresh = token.last_refresh;
 	if (rejected != NULL)
 	{
 		explicit_bzero(rejected, strlen(rejected));
@@ -520,9 +523,45 @@ ghl_auth_forget(GhlOptions *options)
 	return true;
 }
 
+/*
+ * What this backend knows of the mapping's OAuth token, without the token
+ * itself: its expiry, scopes and last refresh, for ghl_fdw.check().  With
+ * "renew", a new token is obtained even while the current one is good,
+ * which proves that refreshing works; if that fails, the current token
+ * stays in use, since it still works until it expires.
+ */
+void
+ghl_auth_describe(GhlConnection *conn, GhlOptions *options, bool renew,
+				  GhlToken *state)
+{
+	GhlCachedToken *entry;
+
+	Assert(options->auth_mode != GHL_AUTH_ACCESS_TOKEN);
+	(void) ghl_auth_bearer(conn, options);
+	entry = cache_entry(options);
+	if (renew)
+	{
+		entry->rejected = true;
+		PG_TRY();
+		{
+			obtain_token(options, entry);
+		}
+		PG_CATCH();
+		{
+			entry->rejected = false;
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+	}
+	memset(state, 0, sizeof(GhlToken));
+	state->expires_at = entry->expires_at;
+	state->scopes = entry->scopes ? pstrdup(entry->scopes) : NULL;
+	state->last_refresh = entry->last_refresh;
+}
+
 /* Whether a space-separated scope list names scope. */
-static bool
-scope_listed(const char *scopes, const char *scope)
+bool
+ghl_scope_listed(const char *scopes, const char *scope)
 {
 	size_t		len = strlen(scope);
 	const char *p = scopes;
@@ -563,7 +602,7 @@ ghl_auth_require_scope(GhlConnection *conn, GhlOptions *options,
 
 	(void) ghl_auth_bearer(conn, options);
 	entry = cache_entry(options);
-	if (entry->scopes != NULL && !scope_listed(entry->scopes, scope))
+	if (entry->scopes != NULL && !ghl_scope_listed(entry->scopes, scope))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("the token for GHL server \"%s\" lacks the scope \"%s\"",

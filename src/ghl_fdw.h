@@ -321,6 +321,9 @@ extern void ghl_report_http_error(GhlConnection *conn,
 								  const GhlRequest *request,
 								  const GhlResponse *response) pg_attribute_noreturn();
 extern char *ghl_url_escape(const char *value);
+struct GhlRateLimit;
+extern void ghl_http_last_response(GhlConnection *conn, long *status,
+								   struct GhlRateLimit *rate, TimestampTz *date);
 
 /*
  * One attempt of a request, on an easy handle pooled by the connection:
@@ -464,6 +467,9 @@ extern void ghl_auth_accept_grant(GhlOptions *options, GhlToken *token,
 								  const struct GhlTokenResponse *answer);
 extern void ghl_auth_location_token(GhlConnection *conn, GhlOptions *options,
 									GhlToken *token);
+extern void ghl_auth_describe(GhlConnection *conn, GhlOptions *options,
+							  bool renew, GhlToken *state);
+extern bool ghl_scope_listed(const char *scopes, const char *scope);
 
 /*
  * in token_store.c

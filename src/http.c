@@ -90,6 +90,7 @@ struct GhlAttempt
 	char		content_type[128];	/* "" if none */
 	int64		retry_after;	/* Retry-After in seconds, or -1 */
 	GhlRateLimit rate;			/* X-RateLimit-* headers */
+	time_t		date;			/* Date header, or -1 */
 	char		errbuf[CURL_ERROR_SIZE];
 };
 
@@ -112,6 +113,11 @@ struct GhlConnection
 	int			nrunning;		/* of those, transfers in the multi handle */
 	uint64		nfinished;		/* transfers finished so far */
 	uint32		auth_epoch;		/* bumped whenever a rejected token is dropped */
+
+	/* the last answer to an authenticated request: ghl_http_last_response */
+	long		last_status;	/* 0: the attempt got no answer */
+	GhlRateLimit last_rate;
+	time_t		last_date;		/* 0 or less: no Date header */
 };
 
 /* the numeric response headers, and where each is kept */
@@ -146,6 +152,7 @@ ghl_forget_headers(GhlAttempt *attempt)
 	int			i;
 
 	attempt->content_type[0] = '\0';
+	attempt->date = -1;
 	for (i = 0; i < lengthof(numeric_headers); i++)
 		*GHL_HEADER_FIELD(attempt, i) = -1;
 }
@@ -440,8 +447,8 @@ ghl_write_callback(char *ptr, size_t size, size_t nmemb, void *userdata)
 }
 
 /*
- * Pick Content-Type, Retry-After and the rate-limit headers out of each
- * response.  A status line starts a new response (e.g. after a 100
+ * Pick Content-Type, Date, Retry-After and the rate-limit headers out of
+ * each response.  A status line starts a new response (e.g. after a 100
  * Continue): what describes only one response is cleared there.
  */
 static size_t
@@ -483,6 +490,20 @@ ghl_header_callback(char *ptr, size_t size, size_t nitems, void *userdata)
 		valuelen = Min(valuelen, sizeof(attempt->content_type) - 1);
 		memcpy(attempt->content_type, value, valuelen);
 		attempt->content_type[valuelen] = '\0';
+		return n;
+	}
+
+	/* an HTTP date; curl_getdate() parses it without allocating */
+	if (namelen == strlen("Date") && pg_strncasecmp(ptr, "Date", namelen) == 0)
+	{
+		char		date[64];
+
+		if (valuelen < sizeof(date))
+		{
+			memcpy(date, value, valuelen);
+			date[valuelen] = '\0';
+			attempt->date = curl_getdate(date, NULL);
+		}
 		return n;
 	}
 
@@ -1033,7 +1054,12 @@ ghl_attempt_retry(GhlConnection *conn, GhlAttempt *attempt,
 	long		delay;
 
 	if (request->authenticated)
+	{
 		ghl_governor_observe(options, &attempt->rate, status, server_wait);
+		conn->last_status = status;
+		conn->last_rate = attempt->rate;
+		conn->last_date = attempt->date;
+	}
 	ghl_count(options, GHL_COUNT_BYTES, attempt->len);
 	if (status == 429)
 		ghl_count(options, GHL_COUNT_RATE_LIMITED, 1);
@@ -1355,6 +1381,22 @@ ghl_report_http_error(GhlConnection *conn, const GhlRequest *request,
 			 detail ? errdetail("%s", detail) : 0,
 			 hint ? errhint("%s", hint) : 0));
 	pg_unreachable();
+}
+
+/*
+ * What the last answer to an authenticated request on the connection said
+ * besides its body, for ghl_fdw.check(), which reads it whether or not the
+ * request succeeded: its HTTP status (0 when no answer arrived), its
+ * rate-limit headers and its Date header (0 when it had none).
+ */
+void
+ghl_http_last_response(GhlConnection *conn, long *status,
+					   GhlRateLimit *rate, TimestampTz *date)
+{
+	*status = conn->last_status;
+	*rate = conn->last_rate;
+	*date = conn->last_date > 0 ?
+		time_t_to_timestamptz((pg_time_t) conn->last_date) : 0;
 }
 
 /*

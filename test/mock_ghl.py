@@ -26,7 +26,10 @@ Tests drive it through an unauthenticated admin API under /_mock/:
   GET|POST|DELETE faults scripted misbehaviour of matching requests
   GET|POST config        rate_limit, rate_interval_ms, daily_limit, retry_after,
                          token_lifetime, scopes, latency_ms; daily_remaining
-                         (of "location"), expire_all_tokens
+                         (of "location"), expire_all_tokens; clock_skew_ms (the
+                         Date header runs ahead, or behind if negative);
+                         expire_refresh_tokens (every refresh token issued so
+                         far is refused, as after HighLevel expired them)
   GET|DELETE stats       counters (requests, token_requests, refreshes,
                          location_token_requests, rate_limited, max_in_flight,
                          by_path, by_location, connections: TCP connections
@@ -209,6 +212,11 @@ class TokenAuthority:
     def expire_all(self):
         for grant in self.access.values():
             grant["expires"] = 0
+
+    def expire_refresh(self):
+        """Refresh tokens issued so far are refused; the access tokens they bought still work."""
+        for record in self.refresh.values():
+            record["spent"] = True
 
 
 def invalid_grant(description):
@@ -895,7 +903,7 @@ class MockGhl:
         self.config = {"rate_limit": args.rate_limit, "rate_interval_ms": args.rate_interval_ms,
                        "daily_limit": args.daily_limit, "retry_after": args.retry_after,
                        "token_lifetime": args.token_lifetime, "scopes": list(DEFAULT_SCOPES),
-                       "latency_ms": args.latency_ms}
+                       "latency_ms": args.latency_ms, "clock_skew_ms": 0}
         self.identity = {"appId": args.app_id, "companyId": args.company_id, "userId": "mock-user",
                          "planId": "mock-plan", "versionId": "mock-version", "companyName": "Mock Agency"}
         self.events = EventFeed()
@@ -1104,6 +1112,9 @@ class AdminApi:
             elif key == "expire_all_tokens":
                 if value:
                     app.tokens.expire_all()
+            elif key == "expire_refresh_tokens":
+                if value:
+                    app.tokens.expire_refresh()
             elif key in config and type(value) is type(config[key]):
                 config[key] = value
             else:
@@ -1284,6 +1295,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, fmt, *args):
         pass
+
+    def date_time_string(self, timestamp=None):
+        """The Date header of every answer, by a clock that config clock_skew_ms can set off."""
+        if timestamp is None:
+            timestamp = time.time() + self.app.config["clock_skew_ms"] / 1000
+        return super().date_time_string(timestamp)
 
     def setup(self):
         super().setup()
