@@ -246,14 +246,26 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Resources are contacts, tasks, notes and appointments; NULL means all.';
     END IF;
+    -- the preload list is readable only with pg_read_all_settings; pg_cron's
+    -- own extension cannot be created without it being preloaded
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_cron')
-       OR NOT 'pg_cron' = ANY (pg_catalog.string_to_array(pg_catalog.replace(
-               pg_catalog.current_setting('shared_preload_libraries'), ' ', ''), ','))
+       OR (CASE WHEN pg_catalog.pg_has_role('pg_read_all_settings', 'USAGE')
+                THEN NOT 'pg_cron' = ANY (pg_catalog.string_to_array(pg_catalog.replace(
+                         pg_catalog.current_setting('shared_preload_libraries'), ' ', ''), ','))
+                ELSE false END)
     THEN
         RAISE EXCEPTION 'scheduled sync needs the pg_cron extension'
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'Install pg_cron, add it to shared_preload_libraries (and set cron.database_name), '
                          'restart PostgreSQL and run CREATE EXTENSION pg_cron in this database.';
+    END IF;
+    -- pg_cron leaves it to the administrator who may schedule jobs
+    IF NOT pg_catalog.has_function_privilege(
+           'cron.schedule_in_database(text, text, text, text, text, boolean)', 'EXECUTE') THEN
+        RAISE EXCEPTION 'permission denied to schedule a sync of ghl_fdw server "%"', server_name
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'A superuser can GRANT EXECUTE ON FUNCTION cron.schedule_in_database(text, text, text, text, text, boolean) '
+                         'to this role; the job then runs as this role.';
     END IF;
     EXECUTE 'SELECT cron.schedule_in_database($1, $2, $3, pg_catalog.current_database())'
         INTO job_id

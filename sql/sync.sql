@@ -246,6 +246,30 @@ SELECT ghl_fdw.unschedule_sync('ghl');
 SELECT ghl_fdw.unschedule_sync('ghl');
 SELECT count(*) AS jobs FROM cron.job;
 
+-- a role that may use the server schedules its own job once a superuser
+-- has let it use pg_cron's scheduling (pg_cron grants nothing by itself)
+CREATE ROLE regress_scheduler;
+GRANT USAGE ON FOREIGN SERVER ghl TO regress_scheduler;
+GRANT USAGE ON SCHEMA cron, test TO regress_scheduler;
+CREATE USER MAPPING FOR regress_scheduler SERVER ghl OPTIONS (access_token 'pit-mock-token');
+SET ROLE regress_scheduler;
+SELECT test.error_of($$SELECT ghl_fdw.schedule_sync('ghl')$$);
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION cron.schedule_in_database(text, text, text, text, text, boolean)
+    TO regress_scheduler;
+SET ROLE regress_scheduler;
+SELECT ghl_fdw.schedule_sync('ghl') > 0 AS scheduled;
+SELECT jobname, username FROM cron.job;
+SELECT ghl_fdw.unschedule_sync('ghl');
+RESET ROLE;
+SELECT count(*) AS jobs FROM cron.job;
+DROP USER MAPPING FOR regress_scheduler SERVER ghl;
+REVOKE ALL ON FUNCTION cron.schedule_in_database(text, text, text, text, text, boolean)
+    FROM regress_scheduler;
+REVOKE ALL ON SCHEMA cron, test FROM regress_scheduler;
+REVOKE ALL ON FOREIGN SERVER ghl FROM regress_scheduler;
+DROP ROLE regress_scheduler;
+
 -- leave things as they were
 DROP SCHEMA rankr CASCADE;
 DELETE FROM ghl_fdw.sync_state;
