@@ -33,6 +33,18 @@ FROM ghl_fdw.verify('ghl', 10) WHERE resource = 'contacts';
 SELECT resource, status FROM ghl_fdw.sync('ghl', full => true);
 SELECT * FROM ghl_fdw.verify('ghl', 1000);
 
+-- a table synced through the calendars holds the appointments within the
+-- horizon only: those beyond it, upstream, are not missing
+UPDATE ghl_fdw.sync_settings SET appointments_back = now() - timestamptz '2024-01-01', appointments_ahead = '1 year';
+TRUNCATE rankr.appointments;
+SELECT resource, status FROM ghl_fdw.sync('ghl', '{appointments}', full => true);
+SELECT count(*) > 0 AS some_beyond_the_horizon
+FROM test.mock('GET', '/_mock/state') AS s, jsonb_array_elements(s->'appointments') AS a
+WHERE (a->>'startTime')::timestamptz < '2024-01-01';
+SELECT resource, matching > 0 AS some_match, differing, missing_here, missing_there
+FROM ghl_fdw.verify('ghl', 1000)
+WHERE resource = 'appointments';
+
 -- leave things as they were
 DROP SCHEMA rankr CASCADE;
 DELETE FROM ghl_fdw.sync_state;
