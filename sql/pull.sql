@@ -141,6 +141,17 @@ SELECT ghl_fdw.enrich('rankr_app.customers', 'ghl', 'email:email,phone:phone',
                       '{"name": "name"}')->'rows' AS rows;
 SELECT count(*) AS requests FROM test.requests();
 SELECT test.error_of($$SELECT ghl_fdw.enrich('rankr_app.customers', 'ghl', 'email:email', '{"name": "nickname"}')$$);
+-- a column of the application's own type, which the caller's search_path
+-- finds: enrich names the type whatever path its statements run with
+CREATE DOMAIN rankr_app.nickname AS text;
+ALTER TABLE rankr_app.customers ADD COLUMN nick rankr_app.nickname;
+SET search_path = rankr_app, public;
+SELECT ghl_fdw.enrich('rankr_app.customers', 'ghl', 'email:email,phone:phone',
+                      '{"nick": "first_name"}')->'filled' AS filled;
+RESET search_path;
+SELECT count(*) FILTER (WHERE cu.nick IS NOT DISTINCT FROM co.first_name) AS nicks_filled,
+       count(*) AS rows
+FROM rankr_app.customers cu JOIN rankr.contacts co ON lower(co.email) = lower(cu.email);
 
 -- leave things as they were
 SET client_min_messages = warning;

@@ -244,6 +244,37 @@ DROP SERVER ghl_other;
 DROP SCHEMA rankr_other CASCADE;
 DROP ROLE regress_other;
 
+-- a role that may create servers cannot point one at another role's
+-- tables: granting that role USAGE on its server is not the tables'
+-- owner's consent.  A server is followed only when its owner holds the
+-- rights of the tables' owner.
+CREATE ROLE regress_server_owner;
+CREATE ROLE regress_table_owner;
+GRANT USAGE ON FOREIGN DATA WRAPPER ghl_fdw TO regress_server_owner;
+CREATE SCHEMA rankr_owned AUTHORIZATION regress_table_owner;
+CREATE TABLE rankr_owned.contacts (LIKE rankr.contacts INCLUDING ALL);
+ALTER TABLE rankr_owned.contacts OWNER TO regress_table_owner;
+SET ROLE regress_server_owner;
+CREATE SERVER ghl_foreign_owner FOREIGN DATA WRAPPER ghl_fdw
+    OPTIONS (location_id 've9EPM428h8vShlRW1KT', sync_schema 'rankr_owned');
+GRANT USAGE ON FOREIGN SERVER ghl_foreign_owner TO regress_table_owner;
+RESET ROLE;
+SET ROLE regress_hooks;
+SELECT test.hook(test.example('ContactUpdate', '{"firstName": "Pushed"}'), 'regress-o3');
+RESET ROLE;
+SELECT count(*) AS rows_written_for_another_owner FROM rankr_owned.contacts;
+-- once the server's owner may act as the tables' owner, they follow
+GRANT regress_table_owner TO regress_server_owner;
+SET ROLE regress_hooks;
+SELECT test.hook(test.example('ContactUpdate', '{"firstName": "Granted"}'), 'regress-o4');
+RESET ROLE;
+SELECT first_name FROM rankr_owned.contacts;
+DROP SERVER ghl_foreign_owner;
+DROP SCHEMA rankr_owned CASCADE;
+REVOKE USAGE ON FOREIGN DATA WRAPPER ghl_fdw FROM regress_server_owner;
+DROP ROLE regress_server_owner, regress_table_owner;
+
+
 -- every applied change is announced on ghl_fdw_webhook, appointments on
 -- ghl_fdw_appointments too, when the delivery commits; stale, ignored and
 -- rolled-back ones are not.  psql prints notifications with the sender's

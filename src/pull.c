@@ -755,7 +755,9 @@ ghl_fdw_enrich(PG_FUNCTION_ARGS)
 			appendStringInfo(&sets, "%s%s = CASE WHEN %s THEN c.%s::text::%s ELSE t.%s END",
 							 foreach_current_index(lc) ? ", " : "", column,
 							 blank_sql(fill->column), field,
-							 format_type_with_typemod(attr->atttypid, attr->atttypmod),
+							 format_type_extended(attr->atttypid, attr->atttypmod,
+												  FORMAT_TYPE_TYPEMOD_GIVEN |
+												  FORMAT_TYPE_FORCE_QUALIFY),
 							 column);
 		}
 		args[0] = CStringGetTextDatum(options->location_id);

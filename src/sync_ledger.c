@@ -728,18 +728,21 @@ ghl_sync_settings(const char *server_name, GhlSyncSettings *settings)
 /*
  * The tag of the lock that keeps two runs off one location and schema.
  * It lives in a space no SQL function reaches (an object lock whose class
- * is the ledger table), so no role can take it to block syncs.
+ * is the ledger table), so no role can take it to block syncs.  Location
+ * and schema are hashed together into all 48 bits the tag has left: a
+ * role that may name its own sync_schema must not find, in a few
+ * thousand tries, a schema whose lock is another role's.
  */
 static void
 sync_locktag(LOCKTAG *tag, const char *schema, const char *location_id)
 {
-	uint32		location_hash = hash_bytes((const unsigned char *) location_id,
-										   strlen(location_id));
-	uint32		schema_hash = hash_bytes((const unsigned char *) schema,
-										 strlen(schema));
+	uint64		hash = hash_combine64(hash_bytes_extended((const unsigned char *) location_id,
+														  strlen(location_id), 0),
+									  hash_bytes_extended((const unsigned char *) schema,
+														  strlen(schema), 0));
 
-	SET_LOCKTAG_OBJECT(*tag, MyDatabaseId, ledger_relid(), location_hash,
-					   schema_hash & 0xFFFF);
+	SET_LOCKTAG_OBJECT(*tag, MyDatabaseId, ledger_relid(), (uint32) hash,
+					   (uint16) (hash >> 32));
 }
 
 /*

@@ -23,7 +23,8 @@
  *
  * The receiver's role needs no privilege on those tables: each table is
  * written as its owner (the role whose syncs fill it), in a
- * security-restricted operation, and only for servers that owner may use.
+ * security-restricted operation, and only for servers that owner may use
+ * and whose own owner holds the table owner's rights.
  * What the payloads do not carry (a note's author, an appointment's
  * per-contact status) the next incremental sync reads: events of notes and
  * appointments queue their contact in ghl_fdw.sync_pending.  A server with
@@ -128,6 +129,7 @@ static const char *const envelope_fields[] = {"type", "webhookId", "timestamp"};
 typedef struct GhlEventServer
 {
 	Oid			serverid;
+	Oid			owner;			/* who chose its sync_schema */
 	char	   *name;
 	char	   *schema;			/* its sync_schema */
 	bool		catch_up;		/* webhook_catch_up */
@@ -229,6 +231,7 @@ location_servers(const char *location_id)
 			continue;
 		entry = palloc0(sizeof(GhlEventServer));
 		entry->serverid = server->serverid;
+		entry->owner = server->owner;
 		entry->name = server->servername;
 		entry->schema = "rankr";
 		foreach(lc, server->options)
@@ -251,8 +254,13 @@ location_servers(const char *location_id)
 }
 
 /*
- * The owner of a server's sync table of a resource, if it exists and its
- * owner may use the server; else InvalidOid.
+ * The owner of a server's sync table of a resource, if it exists, its
+ * owner may use the server, and the server's owner holds the table
+ * owner's rights; else InvalidOid.  The last condition is the table
+ * owner's consent: the server's owner names the tables (sync_schema) and
+ * may grant USAGE on the server to anyone, so USAGE alone would let any
+ * role that may create servers have webhooks, and catch-up requests on
+ * the table owner's account, write into any role's tables.
  */
 static Oid
 sync_table_owner(const GhlEventServer *server, const char *resource)
@@ -269,7 +277,8 @@ sync_table_owner(const GhlEventServer *server, const char *resource)
 		return InvalidOid;
 	owner = ((Form_pg_class) GETSTRUCT(tp))->relowner;
 	ReleaseSysCache(tp);
-	if (pg_foreign_server_aclcheck(server->serverid, owner, ACL_USAGE) != ACLCHECK_OK)
+	if (pg_foreign_server_aclcheck(server->serverid, owner, ACL_USAGE) != ACLCHECK_OK ||
+		!has_privs_of_role(server->owner, owner))
 		return InvalidOid;
 	return owner;
 }

@@ -131,6 +131,33 @@ class SyncProcessTest(unittest.TestCase):
                AND status = 'skipped' AND error = 'another sync of location ve9EPM428h8vShlRW1KT'
                    || ' into schema {SCHEMA} is running'"""), "4")
 
+    def test_other_schema_is_not_skipped(self):
+        """A run of the location into another schema is not held back by a
+        running one, even into a schema whose name was picked for the low
+        16 bits of its hash to match, which once made the two runs share a
+        lock."""
+        twin = psql_value(f"""
+            SELECT s FROM generate_series(1, 1000000) AS g,
+                          LATERAL (SELECT 'rankr_twin_' || g AS s) AS x
+            WHERE hashtext(s) & 65535 = hashtext('{SCHEMA}') & 65535 LIMIT 1""")
+        self.assertTrue(twin.startswith("rankr_twin_"))
+        create_server("ghl_py_twin", twin)
+        try:
+            mock("POST", "/_mock/reset", {"contacts": 100, "seed": 42})
+            mock("POST", "/_mock/faults", {"method": "POST", "path": "^/contacts/search$",
+                                           "kind": "delay", "delay_ms": 4000})
+            first = start_psql(f"SELECT status FROM ghl_fdw.sync('{SERVER}', '{{contacts}}');")
+            wait_until(lambda: psql_value(f"""
+                SELECT count(*) FROM ghl_fdw.sync_progress WHERE server_name = '{SERVER}'""")
+                       == "1", 30)
+            second = sync(", '{contacts}'", server="ghl_py_twin")
+            out, err = first.stdout.read(), first.stderr.read()
+            self.assertEqual(first.wait(timeout=60), 0, err)
+            self.assertEqual(out.split(), ["succeeded"])
+            self.assertEqual(second["contacts"][1], "succeeded")
+        finally:
+            drop_server("ghl_py_twin", twin)
+
     def test_cron_jobs_succeed_and_fail(self):
         """A job made by schedule_sync syncs; a job whose run fails is
         recorded as failed by pg_cron, and its ledger rows say why."""
