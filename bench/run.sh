@@ -124,6 +124,7 @@ add_server mem_small "$small_location"
 add_server mem_large "$large_location"
 add_server fanout "$fanout_location"
 add_server throttled "$main_location"
+add_server warm "$main_location"
 bench_sql -c "ALTER FOREIGN TABLE fanout.notes OPTIONS (ADD fan_out 'true')"
 
 echo "== unthrottled: $contacts contacts, best of $repeat"
@@ -138,6 +139,10 @@ note select_all "$(best_of timed_sql "$select_all")"
 note select_all_rows "$(sed -n 's/.*actual rows=\([0-9]*\).*/\1/p' "$work/out" | head -1)"
 
 echo "== full contacts sync vs the PL/pgSQL loop and the Python ETL"
+# A full pass reads dateAdded slices, each a search of its own that the
+# mock filters and sorts once on first sight: a sync into a scratch
+# schema first, not counted (the peers read the view warmed above).
+bench_sql -c "SELECT status FROM ghl_fdw.sync('warm', '{contacts}')" >/dev/null
 note sync "$(timed_sql "SELECT status, rows_upserted, error FROM ghl_fdw.sync('ghl', '{contacts}')")"
 echo "sync: $(head -1 "$work/out")"
 note sync_status "$(head -1 "$work/out" | cut -d'|' -f1)"
