@@ -17,6 +17,19 @@ from urllib.parse import urlsplit
 PAGE_LIMIT = 500
 
 
+def post_search(conn, headers, body):
+    """One POST /contacts/search over a kept-alive connection: the answer's
+    bytes, gunzipped; exits on any status but 200."""
+    conn.request("POST", "/contacts/search", json.dumps(body), headers)
+    resp = conn.getresponse()
+    data = resp.read()
+    if resp.status != 200:
+        sys.exit(f"POST /contacts/search answered {resp.status}: {data[:200]!r}")
+    if resp.headers.get("Content-Encoding") == "gzip":
+        data = gzip.decompress(data)
+    return data
+
+
 def fetch_all(url, location, token):
     """Page through every contact; returns (contacts, pages)."""
     parts = urlsplit(url)
@@ -29,14 +42,7 @@ def fetch_all(url, location, token):
         body = {"locationId": location, "pageLimit": PAGE_LIMIT}
         if cursor is not None:
             body["searchAfter"] = cursor
-        conn.request("POST", "/contacts/search", json.dumps(body), headers)
-        resp = conn.getresponse()
-        data = resp.read()
-        if resp.status != 200:
-            sys.exit(f"POST /contacts/search answered {resp.status}: {data[:200]!r}")
-        if resp.headers.get("Content-Encoding") == "gzip":
-            data = gzip.decompress(data)
-        page = json.loads(data)["contacts"]
+        page = json.loads(post_search(conn, headers, body))["contacts"]
         pages += 1
         contacts += len(page)
         if len(page) < PAGE_LIMIT:
