@@ -207,3 +207,4 @@ echo
 verdict=0
 "$PYTHON" bench/report.py "$results" "$limit" "$interval_ms" || verdict=1
 echo "$verdict" >"$GHL_BENCH_VERDICT"
+echo "scenarios took $SECONDS s"
