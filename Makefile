@@ -106,3 +106,8 @@ clean-webhookd:
 
 bench-webhooks:
 	bench/webhook_replay.sh
+
+# the release benchmark: ghl_fdw against its peers, one table (bench/run.sh)
+.PHONY: bench
+bench:
+	bench/run.sh

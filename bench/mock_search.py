@@ -10,7 +10,6 @@ of the test suite.
     bench/mock_search.py --contacts 20000 --clients 4
 """
 import argparse
-import gzip
 import http.client
 import json
 import os
@@ -19,6 +18,8 @@ import sys
 import tempfile
 import threading
 import time
+
+from fetch_only import post_search
 
 MOCK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test", "mock_ghl.py")
 LOCATION = "ve9EPM428h8vShlRW1KT"
@@ -51,13 +52,7 @@ def scan(port, gzipped):
         body = {"locationId": LOCATION, "pageLimit": 500}
         if cursor:
             body["searchAfter"] = cursor
-        conn.request("POST", "/contacts/search", json.dumps(body), headers)
-        resp = conn.getresponse()
-        data = resp.read()
-        if resp.status != 200:
-            sys.exit(f"search answered {resp.status}: {data[:200]!r}")
-        if resp.headers.get("Content-Encoding") == "gzip":
-            data = gzip.decompress(data)
+        data = post_search(conn, headers, body)
         pages += 1
         if data.count(CURSOR) < 500:
             return pages

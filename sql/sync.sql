@@ -277,3 +277,28 @@ DELETE FROM ghl_fdw.sync_runs;
 DELETE FROM ghl_fdw.sync_passes;
 DELETE FROM ghl_fdw.sync_settings;
 SELECT test.mock_reset(100, 42);
+
+-- A page that lists contacts more than once (A, B, A, B, A): one row per
+-- id, holding its last copy's values, in a sync table of its own
+ALTER SERVER ghl OPTIONS (ADD sync_schema 'rankr_dup');
+SELECT test.fault(jsonb_build_object(
+    'method', 'POST', 'path', '^/contacts/search$', 'kind', 'raw', 'status', 200,
+    'body_base64', translate(encode(convert_to(jsonb_build_object(
+        'total', 5,
+        'contacts', (SELECT jsonb_agg(jsonb_build_object(
+                         'id', id, 'locationId', 've9EPM428h8vShlRW1KT',
+                         'firstName', 'copy ' || n,
+                         'dateAdded', '2024-01-0' || n || 'T00:00:00.000Z',
+                         'searchAfter', jsonb_build_array(n, id)) ORDER BY n)
+                     FROM (VALUES (1, 'dupContactAAAAAAAAAA'), (2, 'dupContactBBBBBBBBBB'),
+                                  (3, 'dupContactAAAAAAAAAA'), (4, 'dupContactBBBBBBBBBB'),
+                                  (5, 'dupContactAAAAAAAAAA')) AS c(n, id)))::text,
+        'UTF8'), 'base64'), E'\n', '')));
+SELECT resource, mode, status, rows_upserted, error FROM ghl_fdw.sync('ghl', '{contacts}');
+SELECT id, first_name, date_added FROM rankr_dup.contacts ORDER BY id;
+DROP SCHEMA rankr_dup CASCADE;
+ALTER SERVER ghl OPTIONS (DROP sync_schema);
+DELETE FROM ghl_fdw.sync_state;
+DELETE FROM ghl_fdw.sync_runs;
+DELETE FROM ghl_fdw.sync_passes;
+SELECT test.mock_forget();

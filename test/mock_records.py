@@ -675,7 +675,10 @@ class ContactSearch:
     """
 
     def __init__(self, store):
-        self.store, self.cache = store, ViewCache()
+        # a full sync pages up to 16 dateAdded slices side by side (two per
+        # concurrent request): each must keep its view, or every page of a
+        # slice sorts the location again
+        self.store, self.cache = store, ViewCache(size=32)
         self.rows = {}      # contact id -> (that contact record, its sort key, its search row's JSON)
 
     def view(self, predicate, shape, sort_field, descending=False):
