@@ -358,16 +358,60 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION ghl_fdw.enrich(regclass, text, text, jsonb) IS
   'fill blank columns of a table''s rows from their GHL contacts, synced ones first; returns a summary';
 
--- Security: the event trigger that forgets the tokens of dropped user
--- mappings runs as the store's owner; nothing of the dropping role's may
--- resolve in it.
+-- Backup and restore: the token store is keyed by the names of the server
+-- and of the mapping's role, and pg_dump carries it.  The table is built
+-- anew (the columns in the order of a fresh install); every row of a
+-- mapping that still exists moves over, rotated refresh tokens included.
+ALTER TABLE ghl_fdw.token_store RENAME TO token_store_1_0;
+ALTER INDEX ghl_fdw.token_store_pkey RENAME TO token_store_1_0_pkey;
+CREATE TABLE ghl_fdw.token_store (
+    server_name text NOT NULL,
+    role_name text NOT NULL,
+    serverid oid NOT NULL,          -- pg_foreign_server.oid when last written
+    umid oid NOT NULL,              -- pg_user_mapping.oid when last written
+    seed_fingerprint text NOT NULL, -- SHA-256 of the mapping's seed credentials
+    access_token text,              -- the location token in Company mode
+    expires_at timestamptz,
+    refresh_token text,
+    agency_token text,              -- Company mode: the agency token
+    agency_expires_at timestamptz,
+    scopes text,                    -- space separated, as the API grants them
+    user_type text,
+    company_id text,
+    location_id text,
+    last_refresh timestamptz,
+    PRIMARY KEY (server_name, role_name)
+);
+REVOKE ALL ON ghl_fdw.token_store FROM PUBLIC;
+INSERT INTO ghl_fdw.token_store
+SELECT s.srvname, CASE WHEN m.umuser = 0 THEN 'public'
+                       ELSE pg_catalog.pg_get_userbyid(m.umuser) END,
+       s.oid, m.oid, o.seed_fingerprint, o.access_token, o.expires_at,
+       o.refresh_token, o.agency_token, o.agency_expires_at, o.scopes,
+       o.user_type, o.company_id, o.location_id, o.last_refresh
+FROM ghl_fdw.token_store_1_0 o
+JOIN pg_catalog.pg_user_mapping m ON m.oid = o.umid
+JOIN pg_catalog.pg_foreign_server s ON s.oid = m.umserver;
+DROP TABLE ghl_fdw.token_store_1_0;
+SELECT pg_catalog.pg_extension_config_dump('ghl_fdw.token_store', '');
+
+-- the tokens of a dropped user mapping or server must not outlive it; this
+-- runs as the store's owner, so nothing of the dropping role's may resolve
+-- in it.  A row is matched by its names; by the mapping's OID only when
+-- it holds no refresh token, since a restored row may carry the OID of an
+-- unrelated mapping and must not lose its lineage to it.
 CREATE OR REPLACE FUNCTION ghl_fdw.forget_dropped_tokens() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    DELETE FROM ghl_fdw.token_store
-    WHERE umid OPERATOR(pg_catalog.=) ANY (
-        SELECT objid FROM pg_catalog.pg_event_trigger_dropped_objects()
-        WHERE object_type OPERATOR(pg_catalog.=) 'user mapping');
+    DELETE FROM ghl_fdw.token_store t
+    USING pg_catalog.pg_event_trigger_dropped_objects() d
+    WHERE (d.object_type OPERATOR(pg_catalog.=) 'user mapping'
+           AND ((t.role_name OPERATOR(pg_catalog.=) d.address_names[1]
+                 AND t.server_name OPERATOR(pg_catalog.=) d.address_args[1])
+                OR (t.umid OPERATOR(pg_catalog.=) d.objid
+                    AND t.refresh_token IS NULL)))
+       OR (d.object_type OPERATOR(pg_catalog.=) 'server'
+           AND t.server_name OPERATOR(pg_catalog.=) d.address_names[1]);
 END $$;
 
 -- Security: request_stats() shows only the servers the caller may use, so

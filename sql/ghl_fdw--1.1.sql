@@ -324,9 +324,15 @@ COMMENT ON FUNCTION ghl_fdw.enrich(regclass, text, text, jsonb) IS
 
 -- Current tokens of each OAuth user mapping.  The refresh token of a USER
 -- MAPPING is only the seed: once rotated, the one here is the live one.
+-- Keyed by the names of the server and of the mapping's role ('public' for
+-- a PUBLIC mapping), so pg_dump carries the tokens to a restored copy; the
+-- OIDs find a row again after a server or role is renamed.
 -- Secrets: readable only by the extension's owner (and superusers).
 CREATE TABLE ghl_fdw.token_store (
-    umid oid PRIMARY KEY,           -- pg_user_mapping.oid
+    server_name text NOT NULL,
+    role_name text NOT NULL,
+    serverid oid NOT NULL,          -- pg_foreign_server.oid when last written
+    umid oid NOT NULL,              -- pg_user_mapping.oid when last written
     seed_fingerprint text NOT NULL, -- SHA-256 of the mapping's seed credentials
     access_token text,              -- the location token in Company mode
     expires_at timestamptz,
@@ -337,22 +343,32 @@ CREATE TABLE ghl_fdw.token_store (
     user_type text,
     company_id text,
     location_id text,
-    last_refresh timestamptz
+    last_refresh timestamptz,
+    PRIMARY KEY (server_name, role_name)
 );
 REVOKE ALL ON ghl_fdw.token_store FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('ghl_fdw.token_store', '');
 
 -- mapping owners call token_status(); the store itself stays closed
 GRANT USAGE ON SCHEMA ghl_fdw TO PUBLIC;
 
--- the tokens of a dropped user mapping must not outlive it; this runs as
--- the store's owner, so nothing of the dropping role's may resolve in it
+-- the tokens of a dropped user mapping or server must not outlive it; this
+-- runs as the store's owner, so nothing of the dropping role's may resolve
+-- in it.  A row is matched by its names; by the mapping's OID only when
+-- it holds no refresh token, since a restored row may carry the OID of an
+-- unrelated mapping and must not lose its lineage to it.
 CREATE FUNCTION ghl_fdw.forget_dropped_tokens() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    DELETE FROM ghl_fdw.token_store
-    WHERE umid OPERATOR(pg_catalog.=) ANY (
-        SELECT objid FROM pg_catalog.pg_event_trigger_dropped_objects()
-        WHERE object_type OPERATOR(pg_catalog.=) 'user mapping');
+    DELETE FROM ghl_fdw.token_store t
+    USING pg_catalog.pg_event_trigger_dropped_objects() d
+    WHERE (d.object_type OPERATOR(pg_catalog.=) 'user mapping'
+           AND ((t.role_name OPERATOR(pg_catalog.=) d.address_names[1]
+                 AND t.server_name OPERATOR(pg_catalog.=) d.address_args[1])
+                OR (t.umid OPERATOR(pg_catalog.=) d.objid
+                    AND t.refresh_token IS NULL)))
+       OR (d.object_type OPERATOR(pg_catalog.=) 'server'
+           AND t.server_name OPERATOR(pg_catalog.=) d.address_names[1]);
 END $$;
 REVOKE ALL ON FUNCTION ghl_fdw.forget_dropped_tokens() FROM PUBLIC;
 
