@@ -51,7 +51,10 @@ def sync_all(servers, full="false"):
     """Sync every server in a session of its own, all at once; their statuses."""
     procs = [start_psql(f"SELECT string_agg(status, ',') FROM ghl_fdw.sync('{s}', '{{contacts}}', "
                         f"{full});", db=DB) for s in servers]
-    outs = [p.communicate(timeout=300) for p in procs]
+    outs = []
+    for p in procs:
+        p.wait(timeout=300)
+        outs.append((p.stdout.read(), p.stderr.read()))
     for (out, err), p in zip(outs, procs):
         OUTPUTS.append(out + err)
         if p.returncode != 0:
@@ -78,6 +81,7 @@ class AgencyTest(unittest.TestCase):
         login = f"LOGIN PASSWORD '{password}'" if password else "LOGIN"
         psql(f"CREATE ROLE {USER} {login}; CREATE ROLE {OTHER} {login};", db="postgres")
         run(f"""
+            CREATE EXTENSION IF NOT EXISTS pg_cron;
             CREATE SERVER agency FOREIGN DATA WRAPPER ghl_fdw
                 OPTIONS (location_id '{DEFAULT}', base_url '{MOCK_URL}', app_id 'mock-app',
                          max_retries '3', page_size '20', sync_schema 'agency_rankr');
@@ -154,7 +158,7 @@ class AgencyTest(unittest.TestCase):
             self.assertGreaterEqual(overlapping_locations(), 3)
 
             # every token revoked: one refresh of the agency lineage for all five
-            refresh_before = rows("SELECT refresh_token FROM ghl_fdw.token_store "
+            refresh_before = rows("SELECT md5(refresh_token) FROM ghl_fdw.token_store "
                                   "WHERE server_name = 'agency'")
             mock("POST", "/_mock/config", {"expire_all_tokens": True})
             mock("DELETE", "/_mock/stats")
@@ -162,7 +166,7 @@ class AgencyTest(unittest.TestCase):
             second = stats()
             self.assertEqual((second["token_requests"], second["refreshes"],
                               second["location_token_requests"]), (1, 1, 5))
-            self.assertNotEqual(rows("SELECT refresh_token FROM ghl_fdw.token_store "
+            self.assertNotEqual(rows("SELECT md5(refresh_token) FROM ghl_fdw.token_store "
                                      "WHERE server_name = 'agency'"), refresh_before)
             # one lineage: no location server's row holds a refresh or Company token
             self.assertEqual(rows("""
@@ -223,11 +227,11 @@ class AgencyTest(unittest.TestCase):
 
         # a from_agency mapping of its own: the role's own mapping on the
         # agency server is used, never the one of the agency's owner
-        owner_row = rows("SELECT refresh_token FROM ghl_fdw.token_store "
+        owner_row = rows("SELECT md5(refresh_token) FROM ghl_fdw.token_store "
                          "WHERE server_name = 'agency' AND role_name = current_user")
         run(f"""
-            CREATE USER MAPPING FOR CURRENT_USER SERVER {server} OPTIONS (from_agency 'true');
-            CREATE FOREIGN TABLE mine.contacts (id text) SERVER {server}
+            CREATE USER MAPPING FOR CURRENT_USER SERVER "{server}" OPTIONS (from_agency 'true');
+            CREATE FOREIGN TABLE mine.contacts (id text) SERVER "{server}"
                 OPTIONS (resource 'contacts');
         """, user=USER)
         rc, _, err = run("SELECT count(*) FROM mine.contacts", user=USER, check=False)
@@ -237,14 +241,14 @@ class AgencyTest(unittest.TestCase):
         mock("DELETE", "/_mock/stats")
         self.assertEqual(run("SELECT count(*) > 0 FROM mine.contacts", user=USER)[1], "t")
         self.assertEqual((stats()["refreshes"], stats()["location_token_requests"]), (1, 1))
-        self.assertEqual(rows("SELECT refresh_token FROM ghl_fdw.token_store "
+        self.assertEqual(rows("SELECT md5(refresh_token) FROM ghl_fdw.token_store "
                               "WHERE server_name = 'agency' AND role_name = current_user"), owner_row)
         self.assertEqual(rows(f"SELECT server_name, role_name FROM ghl_fdw.token_store "
                               f"WHERE role_name = '{USER}' ORDER BY 1"),
                          [["agency", USER], [server, USER]])
 
         # credentials cannot come with from_agency
-        rc, _, err = run(f"CREATE USER MAPPING FOR {OTHER} SERVER {server} OPTIONS "
+        rc, _, err = run(f"CREATE USER MAPPING FOR {OTHER} SERVER \"{server}\" OPTIONS "
                          f"(from_agency 'true', access_token 'pit-x')", check=False)
         self.assertNotEqual(rc, 0)
         self.assertIn('option "from_agency" cannot be used with credentials', err)
