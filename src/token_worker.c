@@ -153,8 +153,8 @@ renew_grant(GhlConnection *conn, GhlOptions *options, GhlToken *token)
  * refresh token has one lineage and many location servers renew it once.
  * A refused location token casts doubt on the Company token only when it
  * was bought with the Company token still stored (the same expiry):
- * after another location has renewed it, buying is enough.  The Company
- * token itself is not stored with the location's.
+ * after another location has renewed it, buying is enough.  Neither the
+ * Company token nor a refresh token is stored with the location's.
  */
 static void
 derive_location_token(GhlTokenJob *job, GhlOptions *options, GhlToken *token)
@@ -180,6 +180,7 @@ derive_location_token(GhlTokenJob *job, GhlOptions *options, GhlToken *token)
 	token->company_id = company.company_id;
 	token->user_type = company.user_type;
 	ghl_auth_location_token(conn, &buyer, token);
+	token->refresh_token = NULL;	/* the seed, in read_token() */
 	token->agency_token = NULL;
 	token->agency_expires_at = company.agency_expires_at;
 	commit_token(options->umid, token);
