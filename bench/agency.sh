@@ -7,7 +7,7 @@
 # does on the real service.  Prints both times and the token requests.
 # Not part of the test suite.
 #
-#   bench/agency.sh                                   5 locations, 1000 contacts, 50 ms
+#   bench/agency.sh                                   5 locations, 1000 contacts, 100 ms
 #   GHL_BENCH_LOCATIONS=10 GHL_BENCH_LATENCY_MS=100 bench/agency.sh
 set -euo pipefail
 
@@ -18,7 +18,7 @@ cd "$top"
 
 locations=${GHL_BENCH_LOCATIONS:-5}
 contacts=${GHL_BENCH_CONTACTS:-1000}
-latency_ms=${GHL_BENCH_LATENCY_MS:-50}
+latency_ms=${GHL_BENCH_LATENCY_MS:-100}
 
 if [ "${1:-}" != "--inner" ]; then
     take_test_lock "$@"
@@ -45,7 +45,7 @@ SET client_min_messages = warning;
 CREATE EXTENSION ghl_fdw;
 CREATE SERVER agency FOREIGN DATA WRAPPER ghl_fdw
     OPTIONS (location_id 've9EPM428h8vShlRW1KT', base_url '$MOCK_URL', app_id 'mock-app',
-             max_retries '5', sync_schema 'bench_rankr');
+             max_retries '5', page_size '100', sync_schema 'bench_rankr');
 CREATE USER MAPPING FOR CURRENT_USER SERVER agency OPTIONS (client_id 'mock-client',
     client_secret 'mock-secret', refresh_token '$seed', user_type 'Company');
 SELECT count(*) || ' location servers created'
