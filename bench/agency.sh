@@ -83,7 +83,7 @@ concurrent=$(since "$start")
 curl -sS "$MOCK_URL/_mock/stats" | "$PYTHON" -c '
 import json, sys
 s = json.load(sys.stdin)
-print(f"token requests {s[\"token_requests\"]}, location token requests {s[\"location_token_requests\"]}, "
-      f"429s {s[\"rate_limited\"]}, requests {s[\"requests\"]}")'
+print("token requests %(token_requests)d, location token requests %(location_token_requests)d, "
+      "429s %(rate_limited)d, requests %(requests)d" % s)'
 printf 'one after the other: %6.2f s\n' "$serial"
 printf 'all at once:         %6.2f s\n' "$concurrent"
