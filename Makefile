@@ -2,6 +2,7 @@
 
 MODULE_big = ghl_fdw
 OBJS = \
+	src/agency.o \
 	src/auth.o \
 	src/ghl_fdw.o \
 	src/http.o \

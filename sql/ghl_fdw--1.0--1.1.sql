@@ -370,16 +370,60 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION ghl_fdw.enrich(regclass, text, text, jsonb) IS
   'fill blank columns of a table''s rows from their GHL contacts, synced ones first; returns a summary';
 
--- Security: the event trigger that forgets the tokens of dropped user
--- mappings runs as the store's owner; nothing of the dropping role's may
--- resolve in it.
+-- Backup and restore: the token store is keyed by the names of the server
+-- and of the mapping's role, and pg_dump carries it.  The table is built
+-- anew (the columns in the order of a fresh install); every row of a
+-- mapping that still exists moves over, rotated refresh tokens included.
+ALTER TABLE ghl_fdw.token_store RENAME TO token_store_1_0;
+ALTER INDEX ghl_fdw.token_store_pkey RENAME TO token_store_1_0_pkey;
+CREATE TABLE ghl_fdw.token_store (
+    server_name text NOT NULL,
+    role_name text NOT NULL,
+    serverid oid NOT NULL,          -- pg_foreign_server.oid when last written
+    umid oid NOT NULL,              -- pg_user_mapping.oid when last written
+    seed_fingerprint text NOT NULL, -- SHA-256 of the mapping's seed credentials
+    access_token text,              -- the location token in Company mode
+    expires_at timestamptz,
+    refresh_token text,
+    agency_token text,              -- Company mode: the agency token
+    agency_expires_at timestamptz,
+    scopes text,                    -- space separated, as the API grants them
+    user_type text,
+    company_id text,
+    location_id text,
+    last_refresh timestamptz,
+    PRIMARY KEY (server_name, role_name)
+);
+REVOKE ALL ON ghl_fdw.token_store FROM PUBLIC;
+INSERT INTO ghl_fdw.token_store
+SELECT s.srvname, CASE WHEN m.umuser = 0 THEN 'public'
+                       ELSE pg_catalog.pg_get_userbyid(m.umuser) END,
+       s.oid, m.oid, o.seed_fingerprint, o.access_token, o.expires_at,
+       o.refresh_token, o.agency_token, o.agency_expires_at, o.scopes,
+       o.user_type, o.company_id, o.location_id, o.last_refresh
+FROM ghl_fdw.token_store_1_0 o
+JOIN pg_catalog.pg_user_mapping m ON m.oid = o.umid
+JOIN pg_catalog.pg_foreign_server s ON s.oid = m.umserver;
+DROP TABLE ghl_fdw.token_store_1_0;
+SELECT pg_catalog.pg_extension_config_dump('ghl_fdw.token_store', '');
+
+-- the tokens of a dropped user mapping or server must not outlive it; this
+-- runs as the store's owner, so nothing of the dropping role's may resolve
+-- in it.  A row is matched by its names; by the mapping's OID only when
+-- it holds no refresh token, since a restored row may carry the OID of an
+-- unrelated mapping and must not lose its lineage to it.
 CREATE OR REPLACE FUNCTION ghl_fdw.forget_dropped_tokens() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    DELETE FROM ghl_fdw.token_store
-    WHERE umid OPERATOR(pg_catalog.=) ANY (
-        SELECT objid FROM pg_catalog.pg_event_trigger_dropped_objects()
-        WHERE object_type OPERATOR(pg_catalog.=) 'user mapping');
+    DELETE FROM ghl_fdw.token_store t
+    USING pg_catalog.pg_event_trigger_dropped_objects() d
+    WHERE (d.object_type OPERATOR(pg_catalog.=) 'user mapping'
+           AND ((t.role_name OPERATOR(pg_catalog.=) d.address_names[1]
+                 AND t.server_name OPERATOR(pg_catalog.=) d.address_args[1])
+                OR (t.umid OPERATOR(pg_catalog.=) d.objid
+                    AND t.refresh_token IS NULL)))
+       OR (d.object_type OPERATOR(pg_catalog.=) 'server'
+           AND t.server_name OPERATOR(pg_catalog.=) d.address_names[1]);
 END $$;
 
 -- Security: request_stats() shows only the servers the caller may use, so
@@ -512,3 +556,160 @@ LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION ghl_fdw.check(text) IS
   'check a GHL server end to end with the fewest requests: one row per check (check, ok, detail, hint); ok is NULL where nothing could be checked';
+
+-- Agency installs (src/agency.c, src/option.c, src/token_worker.c): an
+-- agency server holds the Company credentials once; each location where
+-- the app is installed gets a server with agency_server and user mappings
+-- with from_agency, whose tokens are bought with the Company token.
+
+-- one page of GET /oauth/installedLocations, as the API answers it
+CREATE FUNCTION ghl_fdw._installed_locations_page(agency_server text,
+    skip integer, page_size integer)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'ghl_fdw_installed_locations_page'
+LANGUAGE C STRICT VOLATILE;
+
+-- every location where the agency server's app is installed; pages until
+-- the count the API gave, and no further than it could hold
+CREATE FUNCTION ghl_fdw.installed_locations(agency_server text,
+    OUT location_id text, OUT name text)
+RETURNS SETOF record
+LANGUAGE plpgsql VOLATILE STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    page jsonb;
+    listed jsonb;
+    skip integer := 0;
+BEGIN
+    LOOP
+        page := ghl_fdw._installed_locations_page(agency_server, skip, 100);
+        listed := page->'locations';
+        IF jsonb_typeof(listed) IS DISTINCT FROM 'array'
+           OR EXISTS (SELECT FROM jsonb_array_elements(listed) l
+                      WHERE jsonb_typeof(l->'_id') IS DISTINCT FROM 'string')
+           OR jsonb_typeof(page->'count') IS DISTINCT FROM 'number' THEN
+            RAISE EXCEPTION 'GHL server "%" answered GET /oauth/installedLocations without a list of locations',
+                agency_server
+                USING ERRCODE = 'HV00L',
+                      HINT = 'Check the server option base_url.';
+        END IF;
+        RETURN QUERY SELECT l->>'_id', l->>'name' FROM jsonb_array_elements(listed) l;
+        skip := skip + jsonb_array_length(listed);
+        EXIT WHEN jsonb_array_length(listed) = 0 OR skip >= (page->>'count')::numeric
+                  OR skip >= 1000000;
+    END LOOP;
+END $$;
+
+COMMENT ON FUNCTION ghl_fdw.installed_locations(text) IS
+  'the locations where the agency server''s app is installed (GET /oauth/installedLocations)';
+
+-- One server per installed location, named <agency_server>_<locationId>,
+-- with the agency server's options, its USAGE grants and a from_agency
+-- user mapping for each of its user mappings; optionally a sync job each,
+-- staggered over the minutes of the interval.  Servers of locations no
+-- longer installed are reported, never dropped.  Runs as the caller, who
+-- must be allowed to create servers and own the agency server's
+-- privileges (the validator of agency_server checks that).
+CREATE FUNCTION ghl_fdw.create_location_servers(agency_server text,
+    sync_every_minutes integer DEFAULT NULL, resources text[] DEFAULT NULL,
+    OUT server_name text, OUT location_id text, OUT action text,
+    OUT job_id bigint)
+RETURNS SETOF record
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    agency record;
+    installed text[];
+    inherited text;
+    grantee text;
+    nth integer := 0;
+    loc text;
+BEGIN
+    SELECT s.oid, s.srvoptions, s.srvacl, s.srvowner, w.fdwname INTO agency
+    FROM pg_foreign_server s JOIN pg_foreign_data_wrapper w ON w.oid = s.srvfdw
+    WHERE s.srvname = agency_server AND w.fdwname = 'ghl_fdw';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'ghl_fdw server "%" does not exist', agency_server
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    IF sync_every_minutes NOT BETWEEN 1 AND 60 THEN
+        RAISE EXCEPTION 'sync_every_minutes must be from 1 to 60'
+            USING ERRCODE = '22023';
+    END IF;
+
+    installed := ARRAY(SELECT DISTINCT i.location_id
+                       FROM ghl_fdw.installed_locations(agency_server) i
+                       ORDER BY 1);
+    SELECT string_agg(format('%I %L', split_part(o, '=', 1),
+                             substr(o, strpos(o, '=') + 1)), ', ')
+    INTO inherited
+    FROM unnest(agency.srvoptions) o
+    WHERE split_part(o, '=', 1) NOT IN ('location_id', 'app_id', 'agency_server');
+
+    FOREACH loc IN ARRAY installed LOOP
+        nth := nth + 1;
+        location_id := loc;
+        job_id := NULL;
+        SELECT s.srvname INTO server_name
+        FROM pg_foreign_server s
+        WHERE ('agency_server=' || agency_server) = ANY (s.srvoptions)
+          AND ('location_id=' || loc) = ANY (s.srvoptions)
+        ORDER BY s.srvname LIMIT 1;
+        IF FOUND THEN
+            action := 'kept';
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+
+        server_name := agency_server || '_' || loc;
+        IF octet_length(server_name) > 63 THEN
+            RAISE EXCEPTION 'server name "%" is too long', server_name
+                USING ERRCODE = '42622',
+                      HINT = 'Location servers are named <agency_server>_<locationId>: use an agency server name of at most '
+                             || (62 - octet_length(loc)) || ' bytes.';
+        END IF;
+        IF EXISTS (SELECT FROM pg_foreign_server s WHERE s.srvname = server_name) THEN
+            RAISE EXCEPTION 'server "%" already exists and is not a location server of "%"',
+                server_name, agency_server
+                USING ERRCODE = '42710',
+                      HINT = 'Rename or drop it, or give it the options agency_server and location_id of this location, then call again.';
+        END IF;
+        EXECUTE format('CREATE SERVER %I FOREIGN DATA WRAPPER %I OPTIONS (%s location_id %L, agency_server %L)',
+                       server_name, agency.fdwname,
+                       coalesce(inherited || ',', ''), loc, agency_server);
+        FOR grantee IN
+            SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                        ELSE quote_ident(pg_get_userbyid(a.grantee)) END
+            FROM aclexplode(agency.srvacl) a
+            WHERE a.privilege_type = 'USAGE' AND a.grantee <> agency.srvowner
+        LOOP
+            EXECUTE format('GRANT USAGE ON FOREIGN SERVER %I TO %s', server_name, grantee);
+        END LOOP;
+        FOR grantee IN
+            SELECT CASE WHEN m.umuser = 0 THEN 'PUBLIC' ELSE quote_ident(m.usename) END
+            FROM pg_user_mappings m WHERE m.srvid = agency.oid
+        LOOP
+            EXECUTE format('CREATE USER MAPPING FOR %s SERVER %I OPTIONS (from_agency %L)',
+                           grantee, server_name, 'true');
+        END LOOP;
+        IF sync_every_minutes IS NOT NULL THEN
+            job_id := ghl_fdw.schedule_sync(server_name,
+                CASE WHEN sync_every_minutes = 60
+                     THEN format('%s * * * *', (nth - 1) % 60)
+                     ELSE format('%s-59/%s * * * *', (nth - 1) % sync_every_minutes,
+                                 sync_every_minutes) END,
+                resources);
+        END IF;
+        action := 'created';
+        RETURN NEXT;
+    END LOOP;
+
+    RETURN QUERY
+    SELECT s.srvname::text, substr(o, length('location_id=') + 1), 'uninstalled', NULL::bigint
+    FROM pg_foreign_server s, unnest(s.srvoptions) o
+    WHERE ('agency_server=' || agency_server) = ANY (s.srvoptions)
+      AND o LIKE 'location_id=%'
+      AND substr(o, length('location_id=') + 1) <> ALL (installed)
+    ORDER BY 1;
+END $$;
+
+COMMENT ON FUNCTION ghl_fdw.create_location_servers(text, integer, text[]) IS
+  'create a server per location where the agency server''s app is installed; reports created, kept and uninstalled ones';

@@ -418,6 +418,20 @@ cache_entry(GhlOptions *options)
 }
 
 /*
+ * Read the store's row of the mapping; false when there is none, or its
+ * tokens grew from other seed credentials than the mapping's.
+ */
+static bool
+stored_token(GhlOptions *options, GhlToken *token)
+{
+	char	   *fingerprint = ghl_auth_seed_fingerprint(options);
+
+	return ghl_store_read(options->umid, token) &&
+		token->seed_fingerprint != NULL &&
+		strcmp(token->seed_fingerprint, fingerprint) == 0;
+}
+
+/*
  * Whether the store already holds a token this backend may use; fills
  * *token when it does.  Reading is cheap, so this is tried before any
  * token worker is started.
@@ -426,11 +440,7 @@ static bool
 stored_token_usable(GhlOptions *options, const char *rejected,
 					GhlToken *token)
 {
-	char	   *fingerprint = ghl_auth_seed_fingerprint(options);
-
-	return ghl_store_read(options->umid, token) &&
-		token->seed_fingerprint != NULL &&
-		strcmp(token->seed_fingerprint, fingerprint) == 0 &&
+	return stored_token(options, token) &&
 		ghl_auth_token_usable(options, token, rejected);
 }
 
@@ -455,7 +465,7 @@ obtain_token(GhlOptions *options, GhlCachedToken *entry)
 		PG_TRY();
 		{
 			if (!stored_token_usable(options, rejected, &token))
-				ghl_token_worker_run(options, rejected, &token);
+				ghl_token_worker_run(options, rejected, false, &token);
 		}
 		PG_FINALLY();
 		{
@@ -476,6 +486,85 @@ obtain_token(GhlOptions *options, GhlCachedToken *entry)
 	}
 	if (token.access_token != NULL)
 		explicit_bzero(token.access_token, strlen(token.access_token));
+}
+
+/* Whether a stored Company token is there and outlives the refresh margin. */
+bool
+ghl_auth_agency_usable(const GhlToken *token)
+{
+	return token->agency_token != NULL &&
+		token->agency_expires_at >
+		TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+									GHL_TOKEN_REFRESH_MARGIN_MS);
+}
+
+/* Whether the store holds a Company token the mapping may use. */
+static bool
+stored_agency_usable(GhlOptions *options, GhlToken *token)
+{
+	return stored_token(options, token) && ghl_auth_agency_usable(token);
+}
+
+/*
+ * The Company token of a Company mapping, for requests only an agency may
+ * make (GET /oauth/installedLocations), renewed single flight like any
+ * token when it is about to expire; *company_id is the company it belongs
+ * to, which such requests name.  Send it with ghl_auth_agency_execute()
+ * and wipe it after.
+ */
+char *
+ghl_auth_agency_token(GhlOptions *options, char **company_id)
+{
+	GhlToken	token;
+
+	if (options->auth_mode == GHL_AUTH_ACCESS_TOKEN ||
+		strcmp(options->user_type, "Company") != 0 ||
+		OidIsValid(options->agency_serverid))
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
+				 errmsg("the user mapping for GHL server \"%s\" has no Company OAuth credentials",
+						options->server_name),
+				 errhint("Set client_id and client_secret (with refresh_token for OAuth installs) and user_type 'Company' in the user mapping.")));
+
+	if (!stored_agency_usable(options, &token))
+	{
+		LOCKTAG		tag;
+
+		ghl_store_lock(options->umid, GHL_STORE_LOCK_LAUNCH, &tag);
+		PG_TRY();
+		{
+			if (!stored_agency_usable(options, &token))
+			{
+				ghl_token_worker_run(options, NULL, true, &token);
+				token.agency_token = token.access_token;
+			}
+		}
+		PG_FINALLY();
+		{
+			ghl_store_unlock(&tag);
+		}
+		PG_END_TRY();
+	}
+	*company_id = token.company_id;
+	return token.agency_token;
+}
+
+/* Perform a request with a token of ghl_auth_agency_token() as Bearer. */
+void
+ghl_auth_agency_execute(GhlConnection *conn, const char *agency_token,
+						GhlRequest *request, GhlResponse *response)
+{
+	request->authenticated = true;
+	bearer_override = agency_token;
+	PG_TRY();
+	{
+		ghl_http_execute(conn, request, response, NULL);
+	}
+	PG_FINALLY();
+	{
+		bearer_override = NULL;
+	}
+	PG_END_TRY();
 }
 
 /*
@@ -616,8 +705,8 @@ ghl_auth_require_scope(GhlConnection *conn, GhlOptions *options,
  * current user: only a role that may use the server, with a user mapping
  * for it, gets to look at its token or make it refresh.
  */
-static GhlOptions *
-caller_options(text *server_name)
+GhlOptions *
+ghl_caller_options(text *server_name)
 {
 	ForeignServer *server = GetForeignServerByName(text_to_cstring(server_name),
 												   false);
@@ -637,7 +726,7 @@ caller_options(text *server_name)
 Datum
 ghl_fdw_require_scope(PG_FUNCTION_ARGS)
 {
-	GhlOptions *options = caller_options(PG_GETARG_TEXT_PP(0));
+	GhlOptions *options = ghl_caller_options(PG_GETARG_TEXT_PP(0));
 
 	ghl_auth_require_scope(ghl_get_connection(options), options,
 						   text_to_cstring(PG_GETARG_TEXT_PP(1)));
@@ -679,7 +768,7 @@ scopes_array(const char *scopes)
 Datum
 ghl_fdw_token_status(PG_FUNCTION_ARGS)
 {
-	GhlOptions *options = caller_options(PG_GETARG_TEXT_PP(0));
+	GhlOptions *options = ghl_caller_options(PG_GETARG_TEXT_PP(0));
 	TupleDesc	tupdesc;
 	Datum		values[7];
 	bool		nulls[7] = {0};
@@ -690,13 +779,7 @@ ghl_fdw_token_status(PG_FUNCTION_ARGS)
 		elog(ERROR, "return type must be a row type");
 
 	if (options->auth_mode != GHL_AUTH_ACCESS_TOKEN)
-	{
-		char	   *fingerprint = ghl_auth_seed_fingerprint(options);
-
-		stored = ghl_store_read(options->umid, &token) &&
-			token.seed_fingerprint != NULL &&
-			strcmp(token.seed_fingerprint, fingerprint) == 0;
-	}
+		stored = stored_token(options, &token);
 
 	values[0] = CStringGetTextDatum(options->auth_mode == GHL_AUTH_ACCESS_TOKEN ?
 									"access_token" :

@@ -90,6 +90,13 @@ typedef struct GhlOptions
 	char	   *client_secret;
 	char	   *refresh_token;
 	char	   *user_type;		/* "Location" or "Company" */
+
+	/*
+	 * A location server's mapping with from_agency: the credentials above
+	 * are those of the agency server's mapping, and tokens are bought with
+	 * its Company token.  InvalidOid otherwise.
+	 */
+	Oid			agency_serverid;
 } GhlOptions;
 
 extern bool ghl_enable_pushdown;
@@ -470,6 +477,11 @@ extern void ghl_auth_location_token(GhlConnection *conn, GhlOptions *options,
 extern void ghl_auth_describe(GhlConnection *conn, GhlOptions *options,
 							  bool renew, GhlToken *state);
 extern bool ghl_scope_listed(const char *scopes, const char *scope);
+extern bool ghl_auth_agency_usable(const GhlToken *token);
+extern char *ghl_auth_agency_token(GhlOptions *options, char **company_id);
+extern void ghl_auth_agency_execute(GhlConnection *conn, const char *agency_token,
+									GhlRequest *request, GhlResponse *response);
+extern GhlOptions *ghl_caller_options(text *server_name);
 
 /*
  * in token_store.c
@@ -493,7 +505,7 @@ extern void ghl_store_unlock(const struct LOCKTAG *tag);
  * in token_worker.c
  */
 extern void ghl_token_worker_run(GhlOptions *options, const char *rejected,
-								 GhlToken *token);
+								 bool agency, GhlToken *token);
 extern PGDLLEXPORT void ghl_token_worker_main(Datum arg);
 
 /*

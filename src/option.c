@@ -21,6 +21,7 @@
 #include "foreign/foreign.h"
 #include "miscadmin.h"
 #include "tcop/tcopprot.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -55,6 +56,7 @@ typedef enum GhlOptionKind
 	GHL_OPT_BOOL,
 	GHL_OPT_RESOURCE,
 	GHL_OPT_USER_TYPE,
+	GHL_OPT_AGENCY_SERVER,		/* a ghl_fdw server the user may stand for */
 	GHL_OPT_SECRET				/* non-empty; never echoed back in errors */
 } GhlOptionKind;
 
@@ -84,12 +86,15 @@ static const GhlValidOption ghl_valid_options[] = {
 	{"read_only", ForeignServerRelationId, GHL_OPT_BOOL},
 	{"sync_schema", ForeignServerRelationId, GHL_OPT_TEXT},
 	{"webhook_catch_up", ForeignServerRelationId, GHL_OPT_BOOL},
+	{"agency_server", ForeignServerRelationId, GHL_OPT_AGENCY_SERVER},
+	{"app_id", ForeignServerRelationId, GHL_OPT_TEXT},
 
 	{"access_token", UserMappingRelationId, GHL_OPT_SECRET},
 	{"client_id", UserMappingRelationId, GHL_OPT_TEXT},
 	{"client_secret", UserMappingRelationId, GHL_OPT_SECRET},
 	{"refresh_token", UserMappingRelationId, GHL_OPT_SECRET},
 	{"user_type", UserMappingRelationId, GHL_OPT_USER_TYPE},
+	{"from_agency", UserMappingRelationId, GHL_OPT_BOOL},
 
 	{"resource", ForeignTableRelationId, GHL_OPT_RESOURCE},
 	{"fan_out", ForeignTableRelationId, GHL_OPT_BOOL},
@@ -102,6 +107,9 @@ static const GhlValidOption ghl_valid_options[] = {
 static const GhlValidOption *find_option(const char *name, Oid catalog);
 static void check_option_value(const GhlValidOption *opt, DefElem *def);
 static void check_auth_combination(List *options);
+static ForeignServer *agency_server(const char *name, Oid owner,
+									Oid validator, const char *server_name);
+static void check_agency_server(const char *name, Oid validator);
 static int	parse_int_option(DefElem *def, int min, int max);
 static size_t url_host(const char *what, const char *authority, size_t len);
 static const char *next_host_entry(const char **list, size_t *len);
@@ -160,6 +168,8 @@ ghl_fdw_validator(PG_FUNCTION_ARGS)
 					 errhint("There are no valid options in this context.")));
 		}
 		check_option_value(opt, def);
+		if (opt->kind == GHL_OPT_AGENCY_SERVER)
+			check_agency_server(defGetString(def), fcinfo->flinfo->fn_oid);
 	}
 
 	if (catalog == UserMappingRelationId)
@@ -274,6 +284,7 @@ check_option_value(const GhlValidOption *opt, DefElem *def)
 	{
 		case GHL_OPT_TEXT:
 		case GHL_OPT_SECRET:
+		case GHL_OPT_AGENCY_SERVER:
 			break;
 		case GHL_OPT_URL:
 			ghl_check_url(def->defname, value, !superuser(), NULL);
@@ -322,6 +333,7 @@ check_auth_combination(List *options)
 	bool		has_id = false;
 	bool		has_secret = false;
 	bool		has_refresh = false;
+	bool		from_agency = false;
 	ListCell   *cell;
 
 	foreach(cell, options)
@@ -336,6 +348,19 @@ check_auth_combination(List *options)
 			has_secret = true;
 		else if (strcmp(def->defname, "refresh_token") == 0)
 			has_refresh = true;
+		else if (strcmp(def->defname, "from_agency") == 0)
+			from_agency = defGetBoolean(def);
+	}
+
+	/* the credentials are those of the role's mapping on the agency server */
+	if (from_agency)
+	{
+		if (has_access || has_id || has_secret || has_refresh)
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
+					 errmsg("option \"from_agency\" cannot be used with credentials"),
+					 errhint("Credentials belong in the user mapping on the agency server.")));
+		return;
 	}
 
 	if (has_access && (has_id || has_secret || has_refresh))
@@ -614,6 +639,142 @@ find_user_mapping(Oid userid, ForeignServer *server)
 }
 
 /*
+ * The agency server a location server's tokens are bought through, checked
+ * so that nobody spends credentials that are not theirs: it must be a
+ * server of this wrapper (the same validator), not a location server
+ * itself, and owner (the location server's owner, or the role about to
+ * become it) must have the privileges of its owner.  A role that may only
+ * use the agency server could otherwise point a server of its own at any
+ * location of the company.  server_name is NULL in the validator, which
+ * has made sure that the server exists.
+ */
+static ForeignServer *
+agency_server(const char *name, Oid owner, Oid validator,
+			  const char *server_name)
+{
+	ForeignServer *agency = GetForeignServerByName(name, true);
+	ListCell   *cell;
+
+	if (agency == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("agency server \"%s\" of GHL server \"%s\" does not exist",
+						name, server_name),
+				 errhint("ALTER SERVER %s OPTIONS (SET agency_server '...').",
+						 quote_identifier(server_name))));
+	if (GetForeignDataWrapper(agency->fdwid)->fdwvalidator != validator)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 server_name ?
+				 errmsg("agency server \"%s\" of GHL server \"%s\" is not a ghl_fdw server",
+						name, server_name) :
+				 errmsg("agency server \"%s\" is not a ghl_fdw server", name),
+				 errhint("Name the server whose user mappings hold the Company credentials.")));
+	foreach(cell, agency->options)
+	{
+		if (strcmp(lfirst_node(DefElem, cell)->defname, "agency_server") == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
+					 errmsg("agency server \"%s\" has an agency_server of its own", name),
+					 errhint("Name the server whose user mappings hold the Company credentials.")));
+	}
+	if (!has_privs_of_role(owner, agency->owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to use GHL server \"%s\" as an agency server", name),
+				 errdetail("Only roles with the privileges of its owner \"%s\" may own its location servers.",
+						   GetUserNameFromId(agency->owner, false)),
+				 errhint("Ask the owner of server \"%s\" to create the location servers.",
+						 name)));
+	return agency;
+}
+
+/*
+ * The validator's check of agency_server, for the role about to own the
+ * server.  A server that does not exist yet is only a warning: pg_restore
+ * may create a location server before its agency server, and every use
+ * checks again.
+ */
+static void
+check_agency_server(const char *name, Oid validator)
+{
+	if (GetForeignServerByName(name, true) == NULL)
+		ereport(WARNING,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("agency server \"%s\" does not exist", name),
+				 errhint("Create it before using this server.")));
+	else
+		(void) agency_server(name, GetUserId(), validator, NULL);
+}
+
+/*
+ * Take a user mapping's credentials into opts; returns the mapping's
+ * from_agency.
+ */
+static bool
+read_mapping_options(GhlOptions *opts, List *options)
+{
+	bool		from_agency = false;
+	ListCell   *cell;
+
+	foreach(cell, options)
+	{
+		DefElem    *def = lfirst_node(DefElem, cell);
+		char	   *value = defGetString(def);
+
+		if (strcmp(def->defname, "access_token") == 0)
+			opts->access_token = value;
+		else if (strcmp(def->defname, "client_id") == 0)
+			opts->client_id = value;
+		else if (strcmp(def->defname, "client_secret") == 0)
+			opts->client_secret = value;
+		else if (strcmp(def->defname, "refresh_token") == 0)
+			opts->refresh_token = value;
+		else if (strcmp(def->defname, "user_type") == 0)
+			opts->user_type = value;
+		else if (strcmp(def->defname, "from_agency") == 0)
+			from_agency = defGetBoolean(def);
+	}
+	return from_agency;
+}
+
+/*
+ * A location server's mapping with from_agency: its tokens are bought with
+ * the Company token of the same role's mapping on the agency server (or
+ * that server's PUBLIC mapping), the one place that holds the agency's
+ * refresh token.  A role thus gets no credentials it was not given, like
+ * any user mapping lookup; the ownership rule of agency_server() is
+ * checked again, since servers change owners.
+ */
+static void
+use_agency_mapping(GhlOptions *opts, ForeignServer *server, const char *agency,
+				   Oid userid)
+{
+	ForeignServer *agency_srv;
+	UserMapping *um;
+
+	if (agency == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_OPTION_NAME_NOT_FOUND),
+				 errmsg("GHL server \"%s\" has no agency_server for a user mapping with from_agency",
+						server->servername),
+				 errhint("ALTER SERVER %s OPTIONS (ADD agency_server '...'), or give the user mapping credentials of its own.",
+						 quote_identifier(server->servername))));
+	agency_srv = agency_server(agency, server->owner,
+							   GetForeignDataWrapper(server->fdwid)->fdwvalidator,
+							   server->servername);
+	um = find_user_mapping(userid, agency_srv);
+	if (read_mapping_options(opts, um->options) || opts->access_token ||
+		strcmp(opts->user_type, "Company") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
+				 errmsg("the user mapping on agency server \"%s\" of GHL server \"%s\" has no Company OAuth credentials",
+						agency, server->servername),
+				 errhint("Set client_id and client_secret (with refresh_token for OAuth installs) and user_type 'Company' in that user mapping.")));
+	opts->agency_serverid = agency_srv->serverid;
+}
+
+/*
  * Gather a server's options and the user's mapping into one struct, with
  * defaults filled in, so no other file reads the catalogs for options.
  */
@@ -623,6 +784,7 @@ ghl_get_options(Oid serverid, Oid userid)
 	ForeignServer *server = GetForeignServer(serverid);
 	UserMapping *um = find_user_mapping(userid, server);
 	GhlOptions *opts = palloc0(sizeof(GhlOptions));
+	const char *agency = NULL;
 	ListCell   *cell;
 
 	opts->serverid = serverid;
@@ -671,24 +833,12 @@ ghl_get_options(Oid serverid, Oid userid)
 			opts->read_only = defGetBoolean(def);
 		else if (strcmp(def->defname, "sync_schema") == 0)
 			opts->sync_schema = value;
+		else if (strcmp(def->defname, "agency_server") == 0)
+			agency = value;
 	}
 
-	foreach(cell, um->options)
-	{
-		DefElem    *def = lfirst_node(DefElem, cell);
-		char	   *value = defGetString(def);
-
-		if (strcmp(def->defname, "access_token") == 0)
-			opts->access_token = value;
-		else if (strcmp(def->defname, "client_id") == 0)
-			opts->client_id = value;
-		else if (strcmp(def->defname, "client_secret") == 0)
-			opts->client_secret = value;
-		else if (strcmp(def->defname, "refresh_token") == 0)
-			opts->refresh_token = value;
-		else if (strcmp(def->defname, "user_type") == 0)
-			opts->user_type = value;
-	}
+	if (read_mapping_options(opts, um->options))
+		use_agency_mapping(opts, server, agency, userid);
 
 	/* strip trailing slashes so paths can always start with one */
 	opts->base_url = pstrdup(opts->base_url);

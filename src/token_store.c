@@ -11,6 +11,15 @@
  * statement must run nothing of the caller's: its search_path is pinned
  * and its operators are schema-qualified.
  *
+ * A row is keyed by the names of its server and of its mapping's role
+ * ('public' for a PUBLIC mapping), not by OIDs: pg_dump carries the table,
+ * and names are what a restore into another database or cluster keeps.
+ * The OIDs of the mapping and its server are kept too, so that a row is
+ * found again after ALTER SERVER or ALTER ROLE ... RENAME, but only when
+ * the names it carries name nothing any more: a restored row never
+ * attaches to another role's mapping.  (The seed fingerprint, checked by
+ * the callers, guards the rest.)
+ *
  * The locks that make token refreshes single flight live here too, in a
  * lock space no SQL function reaches.
  *
@@ -25,7 +34,9 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
+#include "catalog/pg_user_mapping.h"
 #include "executor/spi.h"
+#include "foreign/foreign.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
 #include "utils/builtins.h"
@@ -38,6 +49,28 @@
 	"agency_token, agency_expires_at, scopes, user_type, company_id, " \
 	"location_id, last_refresh"
 #define GHL_STORE_NCOLUMNS 11
+
+/* the key columns and the OIDs that find a renamed mapping's row */
+#define GHL_STORE_NKEYS 4
+
+/*
+ * A row another mapping may take over: the server or role it names is
+ * gone (renamed or never restored).  A row whose names still exist always
+ * belongs to them.
+ */
+#define GHL_STORE_NAMES_GONE \
+	"(NOT EXISTS (SELECT FROM pg_catalog.pg_foreign_server s" \
+	" WHERE s.srvname OPERATOR(pg_catalog.=) t.server_name)" \
+	" OR (t.role_name OPERATOR(pg_catalog.<>) 'public' AND NOT EXISTS" \
+	" (SELECT FROM pg_catalog.pg_roles r" \
+	" WHERE r.rolname OPERATOR(pg_catalog.=) t.role_name)))"
+
+/* the row of the mapping: $1..$4 are server_name, role_name, serverid, umid */
+#define GHL_STORE_OWN_ROW \
+	"((t.server_name OPERATOR(pg_catalog.=) $1" \
+	" AND t.role_name OPERATOR(pg_catalog.=) $2)" \
+	" OR (t.serverid OPERATOR(pg_catalog.=) $3" \
+	" AND t.umid OPERATOR(pg_catalog.=) $4 AND " GHL_STORE_NAMES_GONE "))"
 
 /* the search_path of token store statements: nothing of the caller's */
 #define GHL_STORE_SEARCH_PATH	"pg_catalog, pg_temp"
@@ -142,23 +175,57 @@ store_timestamp(HeapTuple tuple, TupleDesc desc, int attno)
 }
 
 /*
+ * The first GHL_STORE_NKEYS statement parameters, which name a mapping's
+ * row: its server's name, its role's name ('public' for PUBLIC, a name no
+ * role can have), the server's OID and its own.
+ */
+static void
+store_key(Oid umid, Oid *argtypes, Datum *values, char *nulls)
+{
+	HeapTuple	tp = SearchSysCache1(USERMAPPINGOID, ObjectIdGetDatum(umid));
+	Form_pg_user_mapping um;
+	Oid			serverid;
+
+	if (!HeapTupleIsValid(tp))
+		elog(ERROR, "cache lookup failed for user mapping %u", umid);
+	um = (Form_pg_user_mapping) GETSTRUCT(tp);
+	serverid = um->umserver;
+	values[1] = CStringGetTextDatum(OidIsValid(um->umuser) ?
+									GetUserNameFromId(um->umuser, false) :
+									"public");
+	ReleaseSysCache(tp);
+
+	values[0] = CStringGetTextDatum(GetForeignServer(serverid)->servername);
+	values[2] = ObjectIdGetDatum(serverid);
+	values[3] = ObjectIdGetDatum(umid);
+	argtypes[0] = argtypes[1] = TEXTOID;
+	argtypes[2] = argtypes[3] = OIDOID;
+	memset(nulls, ' ', GHL_STORE_NKEYS);
+}
+
+/*
  * Read a mapping's stored tokens into *token (allocated in the caller's
  * memory context).  Returns false, with *token zeroed, when there is no
- * row yet.
+ * row yet.  The row under the mapping's names comes first; a row of a
+ * renamed server or role, found by OIDs, only when there is none.
  */
 bool
 ghl_store_read(Oid umid, GhlToken *token)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	Oid			argtypes[1] = {OIDOID};
-	Datum		values[1] = {ObjectIdGetDatum(umid)};
+	Oid			argtypes[GHL_STORE_NKEYS];
+	Datum		values[GHL_STORE_NKEYS];
+	char		nulls[GHL_STORE_NKEYS];
 	bool		found = false;
 
 	memset(token, 0, sizeof(GhlToken));
+	store_key(umid, argtypes, values, nulls);
 	SPI_connect();
 	store_execute("SELECT " GHL_STORE_COLUMNS
-				  " FROM ghl_fdw.token_store WHERE umid OPERATOR(pg_catalog.=) $1",
-				  1, argtypes, values, NULL, SPI_OK_SELECT);
+				  " FROM ghl_fdw.token_store t WHERE " GHL_STORE_OWN_ROW
+				  " ORDER BY t.server_name OPERATOR(pg_catalog.=) $1"
+				  " AND t.role_name OPERATOR(pg_catalog.=) $2 DESC",
+				  GHL_STORE_NKEYS, argtypes, values, nulls, SPI_OK_SELECT);
 	if (SPI_processed > 0)
 	{
 		HeapTuple	tuple = SPI_tuptable->vals[0];
@@ -198,47 +265,54 @@ store_arg_timestamp(Datum *values, char *nulls, int i, TimestampTz value)
 }
 
 /*
- * Insert or replace a mapping's row.  The caller commits: in the token
- * worker that happens right after, so a new refresh token is never held
- * only in memory.
+ * Insert or replace a mapping's row, under its current names; the row of
+ * its old names, if a rename left one, goes.  The caller commits: in the
+ * token worker that happens right after, so a new refresh token is never
+ * held only in memory.
  */
 void
 ghl_store_write(Oid umid, const GhlToken *token)
 {
-	Oid			argtypes[GHL_STORE_NCOLUMNS + 1];
-	Datum		values[GHL_STORE_NCOLUMNS + 1];
-	char		nulls[GHL_STORE_NCOLUMNS + 1];
+	Oid			argtypes[GHL_STORE_NKEYS + GHL_STORE_NCOLUMNS];
+	Datum		values[GHL_STORE_NKEYS + GHL_STORE_NCOLUMNS];
+	char		nulls[GHL_STORE_NKEYS + GHL_STORE_NCOLUMNS];
+	int			k = GHL_STORE_NKEYS;
 	int			i;
 
-	for (i = 0; i <= GHL_STORE_NCOLUMNS; i++)
+	store_key(umid, argtypes, values, nulls);
+	for (i = k; i < k + GHL_STORE_NCOLUMNS; i++)
 		argtypes[i] = TEXTOID;
-	argtypes[0] = OIDOID;
-	argtypes[3] = argtypes[6] = argtypes[11] = TIMESTAMPTZOID;
-	values[0] = ObjectIdGetDatum(umid);
-	nulls[0] = ' ';
-	store_arg_text(values, nulls, 1, token->seed_fingerprint);
-	store_arg_text(values, nulls, 2, token->access_token);
-	store_arg_timestamp(values, nulls, 3, token->expires_at);
-	store_arg_text(values, nulls, 4, token->refresh_token);
-	store_arg_text(values, nulls, 5, token->agency_token);
-	store_arg_timestamp(values, nulls, 6, token->agency_expires_at);
-	store_arg_text(values, nulls, 7, token->scopes);
-	store_arg_text(values, nulls, 8, token->user_type);
-	store_arg_text(values, nulls, 9, token->company_id);
-	store_arg_text(values, nulls, 10, token->location_id);
-	store_arg_timestamp(values, nulls, 11, token->last_refresh);
+	argtypes[k + 2] = argtypes[k + 5] = argtypes[k + 10] = TIMESTAMPTZOID;
+	store_arg_text(values, nulls, k, token->seed_fingerprint);
+	store_arg_text(values, nulls, k + 1, token->access_token);
+	store_arg_timestamp(values, nulls, k + 2, token->expires_at);
+	store_arg_text(values, nulls, k + 3, token->refresh_token);
+	store_arg_text(values, nulls, k + 4, token->agency_token);
+	store_arg_timestamp(values, nulls, k + 5, token->agency_expires_at);
+	store_arg_text(values, nulls, k + 6, token->scopes);
+	store_arg_text(values, nulls, k + 7, token->user_type);
+	store_arg_text(values, nulls, k + 8, token->company_id);
+	store_arg_text(values, nulls, k + 9, token->location_id);
+	store_arg_timestamp(values, nulls, k + 10, token->last_refresh);
 
 	SPI_connect();
-	store_execute("INSERT INTO ghl_fdw.token_store (umid, " GHL_STORE_COLUMNS ")"
-				  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-				  " ON CONFLICT (umid) DO UPDATE SET"
-				  " (" GHL_STORE_COLUMNS ") = (EXCLUDED.seed_fingerprint,"
+	store_execute("WITH renamed AS (DELETE FROM ghl_fdw.token_store t"
+				  " WHERE " GHL_STORE_OWN_ROW
+				  " AND NOT (t.server_name OPERATOR(pg_catalog.=) $1"
+				  " AND t.role_name OPERATOR(pg_catalog.=) $2))"
+				  " INSERT INTO ghl_fdw.token_store (server_name, role_name,"
+				  " serverid, umid, " GHL_STORE_COLUMNS ")"
+				  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
+				  " $13, $14, $15)"
+				  " ON CONFLICT (server_name, role_name) DO UPDATE SET"
+				  " (serverid, umid, " GHL_STORE_COLUMNS ") ="
+				  " (EXCLUDED.serverid, EXCLUDED.umid, EXCLUDED.seed_fingerprint,"
 				  " EXCLUDED.access_token, EXCLUDED.expires_at,"
 				  " EXCLUDED.refresh_token, EXCLUDED.agency_token,"
 				  " EXCLUDED.agency_expires_at, EXCLUDED.scopes,"
 				  " EXCLUDED.user_type, EXCLUDED.company_id,"
 				  " EXCLUDED.location_id, EXCLUDED.last_refresh)",
-				  GHL_STORE_NCOLUMNS + 1, argtypes, values, nulls,
+				  GHL_STORE_NKEYS + GHL_STORE_NCOLUMNS, argtypes, values, nulls,
 				  SPI_OK_INSERT);
 	SPI_finish();
 }

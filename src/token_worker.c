@@ -42,6 +42,7 @@ typedef struct GhlTokenJob
 	Oid			owner;			/* the worker connects as the store's owner */
 	Oid			serverid;
 	Oid			userid;
+	bool		agency;			/* the Company token itself is wanted */
 	char		rejected[GHL_TOKEN_MAX];	/* access token the API refused */
 
 	/* set by the worker */
@@ -54,6 +55,7 @@ typedef struct GhlTokenJob
 	TimestampTz expires_at;
 	char		scopes[GHL_TOKEN_MAX];
 	TimestampTz last_refresh;
+	char		company_id[256];
 } GhlTokenJob;
 
 /*
@@ -108,18 +110,95 @@ commit_token(Oid umid, GhlToken *token)
 }
 
 /*
+ * Read a mapping's stored tokens under its lock; tokens grown from other
+ * seed credentials (first use, or ALTER USER MAPPING brought new ones)
+ * give way to the seed.
+ */
+static void
+read_token(GhlOptions *options, GhlToken *token)
+{
+	char	   *fingerprint = ghl_auth_seed_fingerprint(options);
+
+	if (!ghl_store_read(options->umid, token) ||
+		token->seed_fingerprint == NULL ||
+		strcmp(token->seed_fingerprint, fingerprint) != 0)
+	{
+		memset(token, 0, sizeof(GhlToken));
+		token->seed_fingerprint = fingerprint;
+		token->refresh_token = options->refresh_token;
+	}
+}
+
+/*
+ * Ask the token endpoint, committing a rotated refresh token before
+ * anything else of the answer is looked at, then the rest.
+ */
+static void
+renew_grant(GhlConnection *conn, GhlOptions *options, GhlToken *token)
+{
+	GhlTokenResponse answer;
+
+	ghl_auth_grant(conn, options, token, &answer);
+	if (options->auth_mode == GHL_AUTH_REFRESH_TOKEN)
+		commit_token(options->umid, token);
+	ghl_auth_accept_grant(options, token, &answer);
+	commit_token(options->umid, token);
+}
+
+/*
+ * A location server's token, bought with the Company token of the agency
+ * mapping (options->agency_serverid).  The caller holds the location
+ * mapping's lock; the agency mapping's lock is taken only while its
+ * Company token is checked and, if need be, renewed, so the agency's
+ * refresh token has one lineage and many location servers renew it once.
+ * A refused location token casts doubt on the Company token only when it
+ * was bought with the Company token still stored (the same expiry):
+ * after another location has renewed it, buying is enough.  Neither the
+ * Company token nor a refresh token is stored with the location's.
+ */
+static void
+derive_location_token(GhlTokenJob *job, GhlOptions *options, GhlToken *token)
+{
+	GhlOptions *agency = ghl_get_options(options->agency_serverid, job->userid);
+	GhlConnection *conn = ghl_get_connection(agency);
+	GhlOptions	buyer = *agency;
+	GhlToken	company;
+	LOCKTAG		tag;
+
+	ghl_store_lock(agency->umid, GHL_STORE_LOCK_REFRESH, &tag);
+	read_token(agency, &company);
+	if (!ghl_auth_agency_usable(&company) ||
+		(job->rejected[0] != '\0' &&
+		 token->agency_expires_at == company.agency_expires_at))
+		renew_grant(conn, agency, &company);
+	ghl_store_unlock(&tag);
+
+	/* the request goes to the agency's API, errors name the location server */
+	buyer.location_id = options->location_id;
+	buyer.server_name = options->server_name;
+	token->agency_token = company.agency_token;
+	token->company_id = company.company_id;
+	token->user_type = company.user_type;
+	ghl_auth_location_token(conn, &buyer, token);
+	token->refresh_token = NULL;	/* the seed, in read_token() */
+	token->agency_token = NULL;
+	token->agency_expires_at = company.agency_expires_at;
+	commit_token(options->umid, token);
+}
+
+/*
  * The worker's job proper: under the lock, reuse what another worker has
- * just stored, or ask the token endpoint and commit its answer.
+ * just stored, or ask the token endpoint and commit its answer.  A job
+ * for the Company token itself (job->agency) renews that one only.
  */
 static void
 obtain_token(GhlTokenJob *job)
 {
 	GhlOptions *options = ghl_get_options(job->serverid, job->userid);
-	GhlConnection *conn = ghl_get_connection(options);
-	char	   *fingerprint = ghl_auth_seed_fingerprint(options);
 	bool		company = strcmp(options->user_type, "Company") == 0;
 	GhlToken	token;
 	LOCKTAG		tag;
+	const char *handed;
 
 	/*
 	 * Single flight, for the rest of this process: the worker exits right
@@ -127,38 +206,30 @@ obtain_token(GhlTokenJob *job)
 	 * token must not release the lock early.
 	 */
 	ghl_store_lock(options->umid, GHL_STORE_LOCK_REFRESH, &tag);
-	if (!ghl_store_read(options->umid, &token) ||
-		token.seed_fingerprint == NULL ||
-		strcmp(token.seed_fingerprint, fingerprint) != 0)
-	{
-		/* first use, or ALTER USER MAPPING brought new seed credentials */
-		memset(&token, 0, sizeof(GhlToken));
-		token.seed_fingerprint = fingerprint;
-		token.refresh_token = options->refresh_token;
-	}
+	read_token(options, &token);
 
-	if (!ghl_auth_token_usable(options, &token, job->rejected))
+	if (job->agency)
 	{
-		TimestampTz margin_end =
-			TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-										GHL_TOKEN_REFRESH_MARGIN_MS);
+		if (!ghl_auth_agency_usable(&token))
+			renew_grant(ghl_get_connection(options), options, &token);
+	}
+	else if (ghl_auth_token_usable(options, &token, job->rejected))
+	{
+		/* another worker has just renewed it */
+	}
+	else if (OidIsValid(options->agency_serverid))
+		derive_location_token(job, options, &token);
+	else
+	{
+		GhlConnection *conn = ghl_get_connection(options);
 
 		/*
 		 * A location token the API refused casts doubt on the Company token
 		 * it was bought with (both are revoked together): renew both.
 		 */
-		if (!company || token.agency_token == NULL ||
-			token.agency_expires_at <= margin_end || job->rejected[0] != '\0')
-		{
-			GhlTokenResponse answer;
-
-			/* the new refresh token is the only one left: save it first */
-			ghl_auth_grant(conn, options, &token, &answer);
-			if (options->auth_mode == GHL_AUTH_REFRESH_TOKEN)
-				commit_token(options->umid, &token);
-			ghl_auth_accept_grant(options, &token, &answer);
-			commit_token(options->umid, &token);
-		}
+		if (!company || !ghl_auth_agency_usable(&token) ||
+			job->rejected[0] != '\0')
+			renew_grant(conn, options, &token);
 		if (company)
 		{
 			ghl_auth_location_token(conn, options, &token);
@@ -166,15 +237,18 @@ obtain_token(GhlTokenJob *job)
 		}
 	}
 
-	if (strlen(token.access_token) >= sizeof(job->access_token) ||
-		(token.scopes && strlen(token.scopes) >= sizeof(job->scopes)))
+	handed = job->agency ? token.agency_token : token.access_token;
+	if (strlen(handed) >= sizeof(job->access_token) ||
+		(token.scopes && strlen(token.scopes) >= sizeof(job->scopes)) ||
+		(token.company_id && strlen(token.company_id) >= sizeof(job->company_id)))
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("token or scope list from GHL server \"%s\" exceeds %d bytes",
-						options->server_name, GHL_TOKEN_MAX - 1)));
-	job_copy(job->access_token, sizeof(job->access_token), token.access_token);
+				 errmsg("token, scope list or company id from GHL server \"%s\" is too long",
+						options->server_name)));
+	job_copy(job->access_token, sizeof(job->access_token), handed);
 	job_copy(job->scopes, sizeof(job->scopes), token.scopes);
-	job->expires_at = token.expires_at;
+	job_copy(job->company_id, sizeof(job->company_id), token.company_id);
+	job->expires_at = job->agency ? token.agency_expires_at : token.expires_at;
 	job->last_refresh = token.last_refresh;
 }
 
@@ -253,11 +327,12 @@ ghl_token_worker_main(Datum arg)
 /*
  * Run a worker for this mapping and wait for it: the wait ends on cancel
  * and statement_timeout like any other, while the worker finishes and
- * commits regardless.  On success *token holds the access token, its
- * expiry and scopes; a failure of the worker is raised here.
+ * commits regardless.  On success *token holds the access token (the
+ * Company token itself when agency is set), its expiry, scopes and
+ * company; a failure of the worker is raised here.
  */
 void
-ghl_token_worker_run(GhlOptions *options, const char *rejected,
+ghl_token_worker_run(GhlOptions *options, const char *rejected, bool agency,
 					 GhlToken *token)
 {
 	dsm_segment *seg;
@@ -273,6 +348,7 @@ ghl_token_worker_run(GhlOptions *options, const char *rejected,
 	job->owner = ghl_store_owner();
 	job->serverid = options->serverid;
 	job->userid = options->userid;
+	job->agency = agency;
 	job_copy(job->rejected, sizeof(job->rejected), rejected);
 
 	memset(&worker, 0, sizeof(worker));
@@ -313,6 +389,7 @@ ghl_token_worker_run(GhlOptions *options, const char *rejected,
 	memset(token, 0, sizeof(GhlToken));
 	token->access_token = pstrdup(job->access_token);
 	token->scopes = pstrdup(job->scopes);
+	token->company_id = pstrdup(job->company_id);
 	token->expires_at = job->expires_at;
 	token->last_refresh = job->last_refresh;
 	explicit_bzero(job->access_token, sizeof(job->access_token));

@@ -135,6 +135,19 @@ class UpgradeTest(unittest.TestCase):
             WHERE id = (SELECT min(id) FROM rankr.contacts);
         """, db=OLD)
         before = self.synced(OLD)
+        # the 1.0 token store: a rotated refresh token, and an orphan row of
+        # a mapping that is gone
+        psql(f"""
+            CREATE SERVER ghl_oauth FOREIGN DATA WRAPPER ghl_fdw
+                OPTIONS (location_id '{LOCATION}', base_url '{MOCK_URL}');
+            CREATE USER MAPPING FOR PUBLIC SERVER ghl_oauth
+                OPTIONS (client_id 'mock-client', client_secret 'mock-secret',
+                         refresh_token 'rt-seed-upgrade');
+            INSERT INTO ghl_fdw.token_store (umid, seed_fingerprint, refresh_token)
+            SELECT umid, 'fingerprint', 'rt-rotated-upgrade' FROM pg_user_mappings
+            WHERE srvname = 'ghl_oauth'
+            UNION ALL SELECT 1, 'fingerprint', 'rt-orphan';
+        """, db=OLD)
         self.assertGreater(before["contacts"][0], 0)
         self.assertEqual(before["contacts"][1], 1)
 
@@ -151,6 +164,11 @@ class UpgradeTest(unittest.TestCase):
 
         # no synced row and no tombstone lost
         self.assertEqual(self.synced(OLD), before)
+        # the stored tokens now go by the names of server and role
+        self.assertEqual(psql("SELECT server_name, role_name, umid = (SELECT umid FROM "
+                              "pg_user_mappings WHERE srvname = 'ghl_oauth'), refresh_token "
+                              "FROM ghl_fdw.token_store", db=OLD)[1],
+                         "ghl_oauth|public|t|rt-rotated-upgrade")
 
     @staticmethod
     def synced(db):
