@@ -19,6 +19,10 @@ else:
                                                 top_level_dir=here)
 result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
 failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
-passed = result.testsRun - failed - len(result.skipped)
+# an error in setUpClass or a module's import counts as a failure although
+# no test of it ran: never let it make the passed count negative
+passed = max(result.testsRun - failed - len(result.skipped), 0)
+if not result.wasSuccessful():
+    failed = max(failed, 1)
 print(f"python: {passed} passed, {failed} failed", flush=True)
 sys.exit(1 if failed else 0)

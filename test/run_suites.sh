@@ -62,9 +62,15 @@ fi
 echo "== process tests"
 py_out=test/results/python.out
 "$PYTHON" test/run_python_tests.py "${modules[@]}" 2>&1 | tee "$py_out"
-count "$(sed -n 's/^python: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$py_out" | tail -1)" \
-      "$(sed -n 's/^python: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$py_out" | tail -1)"
-grep -q '^python: ' "$py_out" || count 0 1
+py_status=${PIPESTATUS[0]}
+tally=$(sed -n 's/^python: \([0-9][0-9]*\) passed, \([0-9][0-9]*\) failed$/\1 \2/p' "$py_out" | tail -1)
+if [ -n "$tally" ]; then
+    count $tally
+else
+    count 0 1    # the runner broke before its tally
+fi
+# a runner that failed fails the run, whatever its tally says
+[ "$py_status" -eq 0 ] || [ "$failed" -gt 0 ] || count 0 1
 
 echo "$passed passed, $failed failed" > test/results/summary
 [ "$failed" -eq 0 ]
