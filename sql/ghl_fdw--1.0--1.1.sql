@@ -30,6 +30,13 @@ UPDATE ghl_fdw.sync_runs r SET location_id = substr(o, length('location_id=') + 
 FROM pg_catalog.pg_foreign_server s, pg_catalog.unnest(s.srvoptions) AS o
 WHERE s.srvname = r.server_name AND o LIKE 'location_id=%';
 
+-- a watermark holds for the location it was synced from: the server's
+-- location when 1.0 synced it
+ALTER TABLE ghl_fdw.sync_state ADD COLUMN location_id text;
+UPDATE ghl_fdw.sync_state st SET location_id = substr(o, length('location_id=') + 1)
+FROM pg_catalog.pg_foreign_server s, pg_catalog.unnest(s.srvoptions) AS o
+WHERE s.srvname = st.server_name AND o LIKE 'location_id=%';
+
 ALTER TABLE ghl_fdw.sync_settings
     ADD COLUMN appointments_back interval NOT NULL DEFAULT '1 year'
         CHECK (appointments_back >= interval '0'),
@@ -713,3 +720,29 @@ END $$;
 
 COMMENT ON FUNCTION ghl_fdw.create_location_servers(text, integer, text[]) IS
   'create a server per location where the agency server''s app is installed; reports created, kept and uninstalled ones';
+
+-- A dropped server's sync bookkeeping goes with it, so that a later
+-- server of the same name starts from nothing instead of inheriting its
+-- watermarks, unfinished passes, pending contacts and settings.  The
+-- ledger stays: it is history, pruned by age.
+CREATE FUNCTION ghl_fdw.forget_dropped_servers() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM ghl_fdw.sync_state t USING pg_catalog.pg_event_trigger_dropped_objects() d
+    WHERE d.object_type OPERATOR(pg_catalog.=) 'server'
+      AND t.server_name OPERATOR(pg_catalog.=) d.address_names[1];
+    DELETE FROM ghl_fdw.sync_passes t USING pg_catalog.pg_event_trigger_dropped_objects() d
+    WHERE d.object_type OPERATOR(pg_catalog.=) 'server'
+      AND t.server_name OPERATOR(pg_catalog.=) d.address_names[1];
+    DELETE FROM ghl_fdw.sync_pending t USING pg_catalog.pg_event_trigger_dropped_objects() d
+    WHERE d.object_type OPERATOR(pg_catalog.=) 'server'
+      AND t.server_name OPERATOR(pg_catalog.=) d.address_names[1];
+    DELETE FROM ghl_fdw.sync_settings t USING pg_catalog.pg_event_trigger_dropped_objects() d
+    WHERE d.object_type OPERATOR(pg_catalog.=) 'server'
+      AND t.server_name OPERATOR(pg_catalog.=) d.address_names[1];
+END $$;
+REVOKE ALL ON FUNCTION ghl_fdw.forget_dropped_servers() FROM PUBLIC;
+
+CREATE EVENT TRIGGER ghl_fdw_forget_dropped_servers ON sql_drop
+    WHEN TAG IN ('DROP SERVER', 'DROP OWNED')
+    EXECUTE FUNCTION ghl_fdw.forget_dropped_servers();

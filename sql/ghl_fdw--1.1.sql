@@ -65,11 +65,13 @@ CREATE TABLE ghl_fdw.sync_settings (
 COMMENT ON TABLE ghl_fdw.sync_settings IS
   'sync settings per server: incremental overlap window, ledger retention, appointment horizon';
 
--- the newest contact date_updated each resource has been synced up to
+-- the newest contact date_updated each resource has been synced up to, for
+-- the location it was synced from: another location starts from nothing
 CREATE TABLE ghl_fdw.sync_state (
     server_name text NOT NULL,
     resource text NOT NULL,
     watermark timestamptz NOT NULL,
+    location_id text,
     PRIMARY KEY (server_name, resource)
 );
 
@@ -721,3 +723,29 @@ END $$;
 
 COMMENT ON FUNCTION ghl_fdw.create_location_servers(text, integer, text[]) IS
   'create a server per location where the agency server''s app is installed; reports created, kept and uninstalled ones';
+
+-- A dropped server's sync bookkeeping goes with it, so that a later
+-- server of the same name starts from nothing instead of inheriting its
+-- watermarks, unfinished passes, pending contacts and settings.  The
+-- ledger stays: it is history, pruned by age.
+CREATE FUNCTION ghl_fdw.forget_dropped_servers() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM ghl_fdw.sync_state t USING pg_catalog.pg_event_trigger_dropped_objects() d
+    WHERE d.object_type OPERATOR(pg_catalog.=) 'server'
+      AND t.server_name OPERATOR(pg_catalog.=) d.address_names[1];
+    DELETE FROM ghl_fdw.sync_passes t USING pg_catalog.pg_event_trigger_dropped_objects() d
+    WHERE d.object_type OPERATOR(pg_catalog.=) 'server'
+      AND t.server_name OPERATOR(pg_catalog.=) d.address_names[1];
+    DELETE FROM ghl_fdw.sync_pending t USING pg_catalog.pg_event_trigger_dropped_objects() d
+    WHERE d.object_type OPERATOR(pg_catalog.=) 'server'
+      AND t.server_name OPERATOR(pg_catalog.=) d.address_names[1];
+    DELETE FROM ghl_fdw.sync_settings t USING pg_catalog.pg_event_trigger_dropped_objects() d
+    WHERE d.object_type OPERATOR(pg_catalog.=) 'server'
+      AND t.server_name OPERATOR(pg_catalog.=) d.address_names[1];
+END $$;
+REVOKE ALL ON FUNCTION ghl_fdw.forget_dropped_servers() FROM PUBLIC;
+
+CREATE EVENT TRIGGER ghl_fdw_forget_dropped_servers ON sql_drop
+    WHEN TAG IN ('DROP SERVER', 'DROP OWNED')
+    EXECUTE FUNCTION ghl_fdw.forget_dropped_servers();

@@ -232,6 +232,37 @@ SELECT count(*) FROM ghl_fdw.sync('ghl', '{contacts}');
 SELECT count(*) AS old_rows FROM ghl_fdw.sync_runs WHERE run_id <= 0;
 UPDATE ghl_fdw.sync_settings SET keep_runs = '30 days' WHERE server_name = 'ghl';
 
+-- a server moved to another location reads that location in full: the
+-- old location's watermark does not hold there
+SELECT count(*) FROM test.mock('POST', '/_mock/locations',
+    '{"id": "syncMovedLocation001", "contacts": 30, "seed": 3}');
+ALTER SERVER ghl OPTIONS (SET location_id 'syncMovedLocation001');
+ALTER USER MAPPING FOR CURRENT_USER SERVER ghl OPTIONS (SET access_token 'pit-syncMovedLocation001');
+SELECT resource, mode, status, rows_upserted FROM ghl_fdw.sync('ghl', '{contacts}');
+SELECT count(*) AS moved_rows FROM rankr.contacts WHERE location_id = 'syncMovedLocation001';
+SELECT resource, location_id FROM ghl_fdw.sync_state WHERE server_name = 'ghl' ORDER BY 1;
+ALTER SERVER ghl OPTIONS (SET location_id 've9EPM428h8vShlRW1KT');
+ALTER USER MAPPING FOR CURRENT_USER SERVER ghl OPTIONS (SET access_token 'pit-mock-token');
+SELECT resource, mode FROM ghl_fdw.sync('ghl', '{contacts}');
+DELETE FROM rankr.contacts WHERE location_id = 'syncMovedLocation001';
+
+-- a dropped server's bookkeeping goes with it: a new server of the same
+-- name starts from nothing
+\getenv mock_url MOCK_URL
+CREATE SERVER ghl_dropped FOREIGN DATA WRAPPER ghl_fdw
+    OPTIONS (location_id 've9EPM428h8vShlRW1KT', base_url :'mock_url', sync_schema 'rankr_dropped');
+CREATE USER MAPPING FOR CURRENT_USER SERVER ghl_dropped OPTIONS (access_token 'pit-mock-token');
+INSERT INTO ghl_fdw.sync_settings (server_name, overlap) VALUES ('ghl_dropped', '1 minute');
+SELECT resource, status FROM ghl_fdw.sync('ghl_dropped', '{contacts}');
+SELECT (SELECT count(*) FROM ghl_fdw.sync_state WHERE server_name = 'ghl_dropped') AS state_rows,
+       (SELECT count(*) FROM ghl_fdw.sync_settings WHERE server_name = 'ghl_dropped') AS settings_rows;
+DROP SERVER ghl_dropped CASCADE;
+SELECT (SELECT count(*) FROM ghl_fdw.sync_state WHERE server_name = 'ghl_dropped') AS state_rows,
+       (SELECT count(*) FROM ghl_fdw.sync_settings WHERE server_name = 'ghl_dropped') AS settings_rows,
+       (SELECT count(*) FROM ghl_fdw.sync_passes WHERE server_name = 'ghl_dropped') AS pass_rows;
+DROP SCHEMA rankr_dropped CASCADE;
+DELETE FROM ghl_fdw.sync_runs WHERE server_name = 'ghl_dropped';
+
 -- pg_cron: jobs call the procedure
 SELECT test.error_of($$SELECT ghl_fdw.schedule_sync('ghl')$$);
 CREATE EXTENSION pg_cron;

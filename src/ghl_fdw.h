@@ -737,8 +737,10 @@ extern char *ghl_ledger_error(int64 run_id);
 extern int64 ghl_ledger_requests(int64 run_id);
 extern void ghl_ledger_prune(const char *server_name);
 extern TimestampTz ghl_state_watermark(const char *server_name,
+									   const char *location_id,
 									   const char *resource);
 extern void ghl_state_set_watermark(const char *server_name,
+									const char *location_id,
 									const char *resource,
 									TimestampTz watermark);
 extern bool ghl_pass_load(const char *server_name, const char *pass,

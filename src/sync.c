@@ -380,7 +380,9 @@ run_begin(GhlSyncRun *run)
 
 				if (!run->wanted[r])
 					continue;
-				watermark = ghl_state_watermark(options->server_name, resource_names[r]);
+				watermark = ghl_state_watermark(options->server_name,
+												options->location_id,
+												resource_names[r]);
 				if (watermark == 0)
 				{
 					/* a resource never synced needs everything */
@@ -517,7 +519,8 @@ run_finish(GhlSyncRun *run)
 
 		if (!run->wanted[r])
 			continue;
-		old = ghl_state_watermark(server, resource_names[r]);
+		old = ghl_state_watermark(server, run->options->location_id,
+								  resource_names[r]);
 
 		/*
 		 * The newest update of the contacts the run read; a run that read
@@ -528,7 +531,8 @@ run_finish(GhlSyncRun *run)
 		if (strcmp(run->mode, "incremental") == 0 && old > watermark[r])
 			watermark[r] = old;
 		if (watermark[r] != 0)
-			ghl_state_set_watermark(server, resource_names[r], watermark[r]);
+			ghl_state_set_watermark(server, run->options->location_id,
+									resource_names[r], watermark[r]);
 		ghl_target_analyze(run->targets[r], run->upserted[r] + run->deleted[r]);
 	}
 	report(run, "succeeded", NULL, watermark);

@@ -409,21 +409,28 @@ ghl_ledger_prune(const char *server_name)
 	SPI_finish();
 }
 
-/* The watermark of a server's resource, or 0 when it never synced. */
+/*
+ * The watermark of a server's resource, or 0 when it never synced from
+ * this location: a server moved to another location must read that
+ * location in full, not from where the old one had got to.
+ */
 TimestampTz
-ghl_state_watermark(const char *server_name, const char *resource)
+ghl_state_watermark(const char *server_name, const char *location_id,
+					const char *resource)
 {
-	Oid			argtypes[2] = {TEXTOID, TEXTOID};
-	Datum		values[2];
+	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[3];
 	TimestampTz watermark = 0;
 
 	values[0] = CStringGetTextDatum(server_name);
 	values[1] = CStringGetTextDatum(resource);
+	values[2] = CStringGetTextDatum(location_id);
 	SPI_connect();
 	owner_execute("SELECT watermark FROM ghl_fdw.sync_state"
 				  " WHERE server_name OPERATOR(pg_catalog.=) $1"
-				  "   AND resource OPERATOR(pg_catalog.=) $2",
-				  2, argtypes, values, NULL, SPI_OK_SELECT);
+				  "   AND resource OPERATOR(pg_catalog.=) $2"
+				  "   AND location_id OPERATOR(pg_catalog.=) $3",
+				  3, argtypes, values, NULL, SPI_OK_SELECT);
 	if (SPI_processed > 0)
 	{
 		bool		isnull;
@@ -438,20 +445,22 @@ ghl_state_watermark(const char *server_name, const char *resource)
 }
 
 void
-ghl_state_set_watermark(const char *server_name, const char *resource,
-						TimestampTz watermark)
+ghl_state_set_watermark(const char *server_name, const char *location_id,
+						const char *resource, TimestampTz watermark)
 {
-	Oid			argtypes[3] = {TEXTOID, TEXTOID, TIMESTAMPTZOID};
-	Datum		values[3];
+	Oid			argtypes[4] = {TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID};
+	Datum		values[4];
 
 	values[0] = CStringGetTextDatum(server_name);
 	values[1] = CStringGetTextDatum(resource);
 	values[2] = TimestampTzGetDatum(watermark);
+	values[3] = CStringGetTextDatum(location_id);
 	SPI_connect();
-	owner_execute("INSERT INTO ghl_fdw.sync_state (server_name, resource, watermark)"
-				  " VALUES ($1, $2, $3) ON CONFLICT (server_name, resource)"
-				  " DO UPDATE SET watermark = EXCLUDED.watermark",
-				  3, argtypes, values, NULL, SPI_OK_INSERT);
+	owner_execute("INSERT INTO ghl_fdw.sync_state (server_name, resource, watermark, location_id)"
+				  " VALUES ($1, $2, $3, $4) ON CONFLICT (server_name, resource)"
+				  " DO UPDATE SET watermark = EXCLUDED.watermark,"
+				  " location_id = EXCLUDED.location_id",
+				  4, argtypes, values, NULL, SPI_OK_INSERT);
 	SPI_finish();
 }
 
