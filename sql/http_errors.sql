@@ -54,6 +54,13 @@ SELECT count(*) FROM ghl.contacts;
 SELECT test.fault('{"path": "^/contacts/", "status": 503, "times": 1}');
 SELECT test.error_of('SELECT count(*) FROM ghl.contacts WHERE id = ''abc''');
 
+-- a redirect is not followed: it is an error that says so, and its
+-- target is never asked
+SELECT test.fault('{"path": "^/contacts/search$", "status": 302, "times": 1,
+  "headers": {"Location": "http://127.0.0.1:1/elsewhere"},
+  "body": "{\"statusCode\":302,\"message\":\"Found\",\"traceId\":\"trace-302\"}"}');
+SELECT count(*) FROM ghl.contacts;
+
 -- a failure on a later page is an error too, not a short result
 SELECT test.mock_reset(1200, 5);
 SELECT test.fault('{"path": "^/contacts/search$", "status": 500, "skip": 1, "times": 1}');

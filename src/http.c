@@ -1365,6 +1365,8 @@ ghl_report_http_error(GhlConnection *conn, const GhlRequest *request,
 			break;
 		default:
 			sqlstate = ERRCODE_FDW_ERROR;
+			if (status >= 300 && status < 400)
+				hint = pstrdup("Redirects are not followed, since their target would escape the checks of ghl_fdw.allowed_hosts; set base_url or token_url to the address the API redirects to.");
 			break;
 	}
 
