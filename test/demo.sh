@@ -8,6 +8,8 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 . test/lib.sh
 
+# it installs system-wide, like the tests: one at a time
+take_test_lock "$@"
 ensure_packages
 build_and_install
 pg_virtualenv -t -o "shared_preload_libraries=pg_cron" test/demo_queries.sh
