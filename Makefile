@@ -16,6 +16,7 @@ OBJS = \
 	src/token_store.o \
 	src/token_worker.o \
 	src/sync.o \
+	src/sync_pass.o \
 	src/sync_ledger.o \
 	src/sync_target.o \
 	src/sync_worker.o \

@@ -762,6 +762,135 @@ extern void ghl_sync_unlock(const LOCKTAG *tag);
 extern void ghl_notify(const char *channel, const char *payload);
 
 /*
+ * in sync.c and sync_pass.c: a run in progress, shared by its life
+ * (sync.c) and its passes (sync_pass.c)
+ */
+typedef enum GhlSyncRequestKind
+{
+	GHL_SREQ_FIRST_PAGE,		/* a full pass's first page, oldest first */
+	GHL_SREQ_NEWEST,			/* the newest contact: where slices end */
+	GHL_SREQ_SLICE_PAGE,		/* the next page of a slice */
+	GHL_SREQ_CHILDREN,			/* the tasks, notes or appointments of a contact */
+	GHL_SREQ_CONTACT,			/* one contact by id (refresh_contact) */
+	GHL_SREQ_TASKS_PAGE,		/* a page of the location's task search */
+	GHL_SREQ_CALENDARS,			/* the location's calendars */
+	GHL_SREQ_WINDOW,			/* a calendar's events within a time window */
+	GHL_SREQ_CONFIRM			/* a record a pass did not see, by id */
+} GhlSyncRequestKind;
+
+struct GhlPageBatch;
+
+/* A stretch of contacts read page by page, and where it has got to. */
+typedef struct GhlSlice
+{
+	GhlSliceState state;		/* as last committed */
+	char	   *next_after;		/* where the next request starts */
+	bool		received_all;	/* its last page has arrived */
+	int64		received;		/* contacts of the slice received */
+	bool		in_flight;
+	struct GhlPageBatch *head;	/* pages received, not yet written */
+	struct GhlPageBatch *tail;
+} GhlSlice;
+
+/*
+ * A page of contacts with the children of its contacts: written in one
+ * step, once every child request has been answered.
+ */
+typedef struct GhlPageBatch
+{
+	MemoryContext cxt;
+	GhlSlice   *slice;			/* NULL for refresh_contact */
+	GhlRows    *contacts;
+	List	   *contact_ids;
+	char	   *cursor;			/* the slice's position after this page */
+	bool		last;			/* the slice ends with this page */
+	int64		read;			/* the slice's contacts up to this page */
+	int			waiting;		/* child requests not answered yet */
+	GhlRows    *children[GHL_NUM_RESOURCES];
+	TimestampTz fetched;		/* when its first child request was queued */
+	bool		contact_gone;	/* refresh_contact: no such contact upstream */
+	struct GhlPageBatch *next;
+} GhlPageBatch;
+
+/* What a request was for: its tag in the transport. */
+typedef struct GhlSyncRequest
+{
+	GhlSyncRequestKind kind;
+	GhlResourceKind resource;	/* what its rows are */
+	GhlSlice   *slice;
+	GhlPageBatch *batch;
+	char	   *contact_id;
+	char	   *id;
+	TimestampTz queued;			/* the as_of of what it reads */
+} GhlSyncRequest;
+
+/* A run in progress. */
+typedef struct GhlSyncRun
+{
+	MemoryContext cxt;			/* lives as long as the run */
+	MemoryContext iter_cxt;		/* one answer */
+	GhlSyncHost host;
+	Oid			serverid;
+	GhlOptions *options;
+	GhlSyncSettings settings;
+	int64		run_id;
+	const char *mode;			/* "full", "incremental" or "contact" */
+	const char *contact_id;		/* the contact of refresh_contact */
+	bool		wanted[GHL_NUM_RESOURCES];
+	GhlTarget  *targets[GHL_NUM_RESOURCES];
+	int64		upserted[GHL_NUM_RESOURCES];
+	int64		deleted[GHL_NUM_RESOURCES];
+	int64		requests[GHL_NUM_RESOURCES];
+	TimestampTz started;
+	bool		locked;
+	LOCKTAG		lock;			/* the location's sync lock, when locked */
+	GhlConnection *conn;
+	GhlMulti   *multi;
+	GhlRequestStats stats;
+
+	/* contacts */
+	bool		contacts_pass;	/* running */
+	bool		contacts_pass_ran;	/* ... in this run */
+	bool		full_pass;
+	bool		planning;		/* the slices are not known yet */
+	bool		child[GHL_NUM_RESOURCES];	/* read per contact */
+	GhlPassState pass;
+	List	   *slices;			/* GhlSlice */
+	int			pages_held;		/* received or requested, not written */
+	int			max_pages;
+
+	/* tasks */
+	bool		tasks_pass;
+	GhlPassState tasks;
+
+	/* appointments through the calendars */
+	bool		appointments_pass;
+	TimestampTz appointments_started;
+	int64		horizon_lo;		/* epoch ms */
+	int64		horizon_hi;
+	int			windows_pending;
+
+	/* records a pass did not see, being confirmed one by one */
+	int			confirming[GHL_NUM_RESOURCES];
+	List	   *gone[GHL_NUM_RESOURCES];
+
+	/* the request rate, for the progress report */
+	TimestampTz rate_since;
+	int64		rate_base;
+	double		rate;
+} GhlSyncRun;
+
+/* in sync.c */
+extern void ghl_sync_step_end(GhlSyncRun *run);
+extern void ghl_sync_report(GhlSyncRun *run, const char *status,
+							const char *error, const TimestampTz *watermark);
+
+/* in sync_pass.c */
+extern void ghl_sync_start_passes(GhlSyncRun *run);
+extern void ghl_sync_handle(GhlSyncRun *run, GhlSyncRequest *sreq,
+							GhlResponse *response);
+
+/*
  * in sync_worker.c
  */
 extern Oid	ghl_sync_server(text *name);
