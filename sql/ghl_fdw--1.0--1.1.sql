@@ -727,19 +727,19 @@ COMMENT ON FUNCTION ghl_fdw.create_location_servers(text, integer, text[]) IS
 -- ledger stays: it is history, pruned by age.
 CREATE FUNCTION ghl_fdw.forget_dropped_servers() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    dropped text[];
 BEGIN
-    DELETE FROM ghl_fdw.sync_state t USING pg_catalog.pg_event_trigger_dropped_objects() d
-    WHERE d.object_type OPERATOR(pg_catalog.=) 'server'
-      AND t.server_name OPERATOR(pg_catalog.=) d.address_names[1];
-    DELETE FROM ghl_fdw.sync_passes t USING pg_catalog.pg_event_trigger_dropped_objects() d
-    WHERE d.object_type OPERATOR(pg_catalog.=) 'server'
-      AND t.server_name OPERATOR(pg_catalog.=) d.address_names[1];
-    DELETE FROM ghl_fdw.sync_pending t USING pg_catalog.pg_event_trigger_dropped_objects() d
-    WHERE d.object_type OPERATOR(pg_catalog.=) 'server'
-      AND t.server_name OPERATOR(pg_catalog.=) d.address_names[1];
-    DELETE FROM ghl_fdw.sync_settings t USING pg_catalog.pg_event_trigger_dropped_objects() d
-    WHERE d.object_type OPERATOR(pg_catalog.=) 'server'
-      AND t.server_name OPERATOR(pg_catalog.=) d.address_names[1];
+    SELECT pg_catalog.array_agg(d.address_names[1]) INTO dropped
+    FROM pg_catalog.pg_event_trigger_dropped_objects() d
+    WHERE d.object_type OPERATOR(pg_catalog.=) 'server';
+    IF dropped IS NULL THEN
+        RETURN;
+    END IF;
+    DELETE FROM ghl_fdw.sync_state WHERE server_name OPERATOR(pg_catalog.=) ANY (dropped);
+    DELETE FROM ghl_fdw.sync_passes WHERE server_name OPERATOR(pg_catalog.=) ANY (dropped);
+    DELETE FROM ghl_fdw.sync_pending WHERE server_name OPERATOR(pg_catalog.=) ANY (dropped);
+    DELETE FROM ghl_fdw.sync_settings WHERE server_name OPERATOR(pg_catalog.=) ANY (dropped);
 END $$;
 REVOKE ALL ON FUNCTION ghl_fdw.forget_dropped_servers() FROM PUBLIC;
 
