@@ -333,3 +333,14 @@ DELETE FROM ghl_fdw.sync_state;
 DELETE FROM ghl_fdw.sync_runs;
 DELETE FROM ghl_fdw.sync_passes;
 SELECT test.mock_forget();
+
+-- A run that fails in its first step, before any request (its table is a
+-- view), still leaves its "failed" rows in the ledger and returns them
+CREATE SCHEMA rankr_view;
+CREATE VIEW rankr_view.contacts AS SELECT 'x'::text AS id;
+ALTER SERVER ghl OPTIONS (ADD sync_schema 'rankr_view');
+SELECT resource, mode, status, requests, error FROM ghl_fdw.sync('ghl', '{contacts}');
+SELECT resource, status, finished_at IS NOT NULL AS finished FROM ghl_fdw.sync_runs;
+DROP SCHEMA rankr_view CASCADE;
+ALTER SERVER ghl OPTIONS (DROP sync_schema);
+DELETE FROM ghl_fdw.sync_runs;

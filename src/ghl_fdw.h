@@ -759,6 +759,7 @@ extern void ghl_sync_settings(const char *server_name,
 extern bool ghl_sync_lock(const char *schema, const char *location_id,
 						  LOCKTAG *tag);
 extern void ghl_sync_unlock(const LOCKTAG *tag);
+extern void ghl_sync_lock_creation(const char *schema);
 extern void ghl_notify(const char *channel, const char *payload);
 
 /*
@@ -844,6 +845,7 @@ typedef struct GhlSyncRun
 	TimestampTz started;
 	bool		locked;
 	LOCKTAG		lock;			/* the location's sync lock, when locked */
+	bool		in_ledger;		/* its "running" rows are committed */
 	GhlConnection *conn;
 	GhlMulti   *multi;
 	GhlRequestStats stats;

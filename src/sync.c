@@ -229,6 +229,7 @@ run_begin(GhlSyncRun *run)
 	ghl_ledger_start(run->run_id, options->server_name, options->location_id,
 					 run->mode, run->wanted, run->started, progress_json(run));
 	ghl_sync_step_end(run);
+	run->in_ledger = true;
 	return true;
 }
 
@@ -361,6 +362,12 @@ run_fail(GhlSyncRun *run, ErrorData *edata)
 	}
 	else
 		SPI_rollback();
+
+	/* a run that failed in its first step has no rows yet to say so */
+	if (!run->in_ledger)
+		ghl_ledger_start(run->run_id, run->options->server_name,
+						 run->options->location_id, run->mode, run->wanted,
+						 run->started, progress_json(run));
 	ghl_sync_report(run, "failed",
 		   psprintf("%s: %s", unpack_sql_state(edata->sqlerrcode), edata->message),
 		   NULL);

@@ -32,6 +32,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
@@ -763,6 +764,26 @@ ghl_sync_lock(const char *schema, const char *location_id, LOCKTAG *tag)
 {
 	sync_locktag(tag, schema, location_id);
 	return LockAcquire(tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL;
+}
+
+/*
+ * Until the transaction ends, keep other transactions from creating sync
+ * tables in schema: runs of two locations into one schema may start at
+ * once, and of two transactions creating the same schema or table the
+ * later would fail on a unique index of the catalogs.  The waiter then
+ * sees what the first one created.  The tag is an object lock whose class
+ * is the table sync_state, a space apart from the runs' locks.
+ */
+void
+ghl_sync_lock_creation(const char *schema)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_OBJECT(tag, MyDatabaseId,
+					   get_relname_relid("sync_state", get_namespace_oid("ghl_fdw", false)),
+					   hash_bytes((const unsigned char *) schema, strlen(schema)), 0);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	AcceptInvalidationMessages();
 }
 
 /* Release the lock; needs no catalog access, so it works after an error. */

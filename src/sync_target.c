@@ -200,9 +200,15 @@ ghl_target_open(const char *schema, const GhlResource *resource, bool create,
 					(errcode(ERRCODE_UNDEFINED_TABLE),
 					 errmsg("sync table %s does not exist", qualified),
 					 errhint("Run ghl_fdw.sync() for the server first.")));
-		target_create(schema, resource);
-		nspid = get_namespace_oid(schema, false);
-		relid = get_relname_relid(resource->name, nspid);
+		ghl_sync_lock_creation(schema);
+		nspid = get_namespace_oid(schema, true);
+		relid = OidIsValid(nspid) ? get_relname_relid(resource->name, nspid) : InvalidOid;
+		if (!OidIsValid(relid))
+		{
+			target_create(schema, resource);
+			nspid = get_namespace_oid(schema, false);
+			relid = get_relname_relid(resource->name, nspid);
+		}
 	}
 
 	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));

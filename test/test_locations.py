@@ -8,7 +8,7 @@ Uses test.sync_diff(), which the sync pg_regress suite creates.
 """
 import unittest
 
-from pgtest import MOCK_URL, mock, psql, psql_value, start_psql
+from pgtest import MOCK_URL, mock, psql, psql_value, start_psql, wait_until
 
 SCHEMA = "rankr_multi"
 LOCATIONS = {"loc_a": ("ve9EPM428h8vShlRW1KT", "pit-mock-token"),
@@ -59,6 +59,43 @@ class LocationsTest(unittest.TestCase):
             self.assertEqual((want, missing, extra), (live, 0, 0), (location, resource))
             if tombstones is not None:
                 self.assertEqual(dead, tombstones.get(resource, 0), (location, resource))
+
+    def forget(self):
+        """No sync tables and no sync bookkeeping of either server."""
+        psql(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+        for server in LOCATIONS:
+            psql(f"""
+                DELETE FROM ghl_fdw.sync_state WHERE server_name = '{server}';
+                DELETE FROM ghl_fdw.sync_runs WHERE server_name = '{server}';
+                DELETE FROM ghl_fdw.sync_passes WHERE server_name = '{server}';
+            """)
+
+    def test_first_runs_create_the_tables_at_once(self):
+        """The first runs of two locations into a new schema at the same
+        time: the later one waits for the tables the first creates, then
+        writes into them, instead of failing on the catalogs' unique index
+        (which once also left it without a ledger row)."""
+        self.forget()
+        contact = mock("GET", "/_mock/state")["contacts"][0]["id"]
+        holder = start_psql(f"""
+            BEGIN;
+            SELECT string_agg(status, ',') FROM ghl_fdw.refresh_contact('loc_a', '{contact}');
+            SELECT pg_sleep(3);
+            COMMIT;""")
+        try:
+            wait_until(lambda: psql_value("""
+                SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'""") == "1", 30)
+            self.assertEqual(psql_value(f"SELECT count(*) FROM pg_namespace WHERE nspname = '{SCHEMA}'"),
+                             "0", "the tables are not committed yet")
+            self.assertEqual(sync_status("loc_b", ", '{contacts}'"), "succeeded")
+        finally:
+            self.assertEqual(holder.wait(timeout=60), 0, holder.stderr.read())
+        self.assertEqual(holder.stdout.read().split(), ["succeeded,succeeded,succeeded,succeeded"])
+        self.assertEqual(psql_value(f"""
+            SELECT string_agg(location_id || ':' || n, ',' ORDER BY location_id)
+            FROM (SELECT location_id, count(*) AS n FROM {SCHEMA}.contacts GROUP BY 1) c"""),
+                         f"{LOCATIONS['loc_b'][0]}:250,{LOCATIONS['loc_a'][0]}:1")
+        self.forget()
 
     def test_two_locations_one_schema(self):
         a, b = LOCATIONS["loc_a"][0], LOCATIONS["loc_b"][0]
