@@ -64,8 +64,11 @@
 #define GHL_MAX_INTERVAL_MS		(3600 * 1000)
 
 /*
- * What is known of one location's limits, and the send times of its
- * requests still inside the window (a ring, oldest at "head").
+ * What is known of one location's limits, and the send times of its last
+ * GHL_RATE_SLOTS requests (a ring, oldest at "head").  They are kept after
+ * they leave the window: a limit learned only now (the first answers of a
+ * burst, or an API whose limit changed) then still counts the requests
+ * sent before it was known.
  */
 typedef struct GhlLocationState
 {
@@ -358,17 +361,21 @@ ghl_window_ms(const GhlLocationState *loc)
 	return window;
 }
 
-/* Forget the send times that have left the window. */
-static void
-ghl_expire_sent(GhlLocationState *loc, TimestampTz now)
+/*
+ * How many of the remembered sends are inside the window that ends now;
+ * *first is the position (from the oldest) of the first of them.
+ */
+static int
+ghl_sent_in_window(const GhlLocationState *loc, TimestampTz now, int *first)
 {
 	TimestampTz horizon = TimestampTzPlusMilliseconds(now, -ghl_window_ms(loc));
+	int			skip = 0;
 
-	while (loc->nsent > 0 && loc->sent[loc->head] <= horizon)
-	{
-		loc->head = (loc->head + 1) % GHL_RATE_SLOTS;
-		loc->nsent--;
-	}
+	while (skip < loc->nsent &&
+		   loc->sent[(loc->head + skip) % GHL_RATE_SLOTS] <= horizon)
+		skip++;
+	*first = skip;
+	return loc->nsent - skip;
 }
 
 /*
@@ -426,11 +433,20 @@ ghl_governor_try_acquire(const GhlOptions *options)
 		wait_ms = TimestampDifferenceMilliseconds(now, loc->blocked_until);
 	else if (loc->limit > 0 && loc->interval_ms > 0)
 	{
-		ghl_expire_sent(loc, now);
-		if (loc->nsent >= Min(loc->limit, GHL_RATE_SLOTS))
+		int			allowed = Min(loc->limit, GHL_RATE_SLOTS);
+		int			first;
+		int			in_window = ghl_sent_in_window(loc, now, &first);
+
+		/* wait until enough of them have left for one more */
+		if (in_window >= allowed)
+		{
+			TimestampTz leaves = loc->sent[(loc->head + first + in_window - allowed) %
+										   GHL_RATE_SLOTS];
+
 			wait_ms = TimestampDifferenceMilliseconds(now,
-													  TimestampTzPlusMilliseconds(loc->sent[loc->head],
+													  TimestampTzPlusMilliseconds(leaves,
 																				  ghl_window_ms(loc)));
+		}
 	}
 	if (daily_left < 0 && wait_ms <= 0)
 	{
@@ -506,6 +522,8 @@ ghl_governor_observe(const GhlOptions *options, const GhlRateLimit *rate,
 {
 	GhlLocationState *loc;
 	TimestampTz now = GetCurrentTimestamp();
+	int			in_window;
+	int			first;
 
 	ghl_lock_tables(LW_EXCLUSIVE);
 	loc = ghl_location(options, now);
@@ -528,8 +546,8 @@ ghl_governor_observe(const GhlOptions *options, const GhlRateLimit *rate,
 			if (loc->limit > GHL_RATE_SLOTS)
 				spent = spent * GHL_RATE_SLOTS / loc->limit;
 			spent = Min(spent, GHL_RATE_SLOTS);
-			ghl_expire_sent(loc, now);
-			while (loc->nsent < spent)
+			for (in_window = ghl_sent_in_window(loc, now, &first);
+				 in_window < spent; in_window++)
 				ghl_record_sent(loc, now);
 		}
 		if (status == 429 && wait_ms > 0)
