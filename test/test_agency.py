@@ -144,6 +144,9 @@ class AgencyTest(unittest.TestCase):
         self.assertEqual(stats()["token_requests"], 0)
         self.assertEqual(rows("SELECT count(*) FROM pg_foreign_server WHERE srvname LIKE 'agency%'"),
                          [["6"]])
+        # the jobs are not to run while the other tests sync these servers
+        self.assertEqual(rows("""SELECT count(*) FILTER (WHERE cron.unschedule(jobid)) FROM cron.job
+                                 WHERE jobname LIKE 'ghl_fdw_sync_agency\\_%'"""), [["5"]])
 
     def test_2_concurrent_sync_single_flight(self):
         servers = [f"agency_{loc}" for loc in LOCATIONS]
