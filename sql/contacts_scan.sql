@@ -87,6 +87,30 @@ CREATE FOREIGN TABLE ghl.contacts_badraw (id text, raw text)
 SELECT * FROM ghl.contacts_badraw LIMIT 1;
 DROP FOREIGN TABLE ghl.contacts_custom, ghl.contacts_badtype, ghl.contacts_badraw;
 
+-- raw is the object the API sent, as jsonb_in would read it: keys in
+-- jsonb's order whatever their order in the answer, a repeated key keeping
+-- its last value, nested objects, arrays and numbers as they came; objects
+-- with the same keys in the same order (the second contact) or in another
+-- order (the third) alike
+CREATE TEMP TABLE raw_page AS SELECT $${"total": 4, "contacts": [
+  {"id": "rawContact0000000001", "zeta": 1, "b": {"y": [1, 2.50, {"k": null}], "x": true},
+   "aa": "first", "a": -0.0},
+  {"id": "rawContact0000000002", "zeta": 2e3, "b": {"y": [], "x": false},
+   "aa": "second", "a": "str"},
+  {"a": 1, "aa": "third", "b": {"x": null, "y": [3]}, "zeta": 3, "id": "rawContact0000000003"},
+  {"id": "rawContact0000000004", "dup": 1, "zeta": 4, "dup": {"last": 2}, "b": {}, "aa": "",
+   "a": 12345678901234567890.5}]}$$::text AS body;
+SELECT test.fault(jsonb_build_object(
+    'method', 'POST', 'path', '^/contacts/search$', 'kind', 'raw', 'status', 200,
+    'body_base64', translate(encode(convert_to(body, 'UTF8'), 'base64'), E'\n', '')))
+FROM raw_page;
+SELECT c.id, c.raw = a.api AS same, c.raw->'b'->'y' AS b_y, c.raw->'dup' AS dup
+FROM ghl.contacts c
+JOIN (SELECT x AS api FROM raw_page, jsonb_array_elements(body::jsonb->'contacts') AS x) a
+  ON a.api->>'id' = c.id
+ORDER BY c.id;
+DROP TABLE raw_page;
+
 -- a small page size pages correctly too
 ALTER SERVER ghl OPTIONS (ADD page_size '100');
 SELECT test.mock_reset(1050, 3);

@@ -64,8 +64,9 @@ static Datum scalar_to_datum(json_object *value, Oid typid, FmgrInfo *input,
 							 const char *server_name);
 static bool iso_timestamptz(const char *text, TimestampTz *result);
 static Datum json_to_jsonb(json_object *value, const char *server_name);
-static JsonbValue *push_jsonb(JsonbParseState **state, json_object *value,
-							  JsonbIteratorToken token, const char *server_name);
+static void jsonb_value(json_object *value, JsonbValue *out,
+						const char *server_name);
+static int	object_key_order(const JsonbPair *pairs, int n, int *order);
 static const char *server_string(const char *s, int len,
 								 const char *server_name, int *outlen);
 static const char *json_text(json_object *value, const char *server_name);
@@ -543,22 +544,20 @@ iso_timestamptz(const char *text, TimestampTz *result)
 static Datum
 json_to_jsonb(json_object *value, const char *server_name)
 {
-	JsonbParseState *state = NULL;
+	JsonbValue	root;
 
-	return PointerGetDatum(JsonbValueToJsonb(push_jsonb(&state, value, WJB_VALUE,
-														server_name)));
+	jsonb_value(value, &root, server_name);
+	return PointerGetDatum(JsonbValueToJsonb(&root));
 }
 
 /*
- * Push one value (as token, where it is not a container) onto the jsonb
- * under construction; returns what pushJsonbValue returned last, which for
- * the outermost container is the whole value.
+ * Build the JsonbValue of a json-c value, containers included, in
+ * CurrentMemoryContext.  An object's pairs are put in the order jsonb
+ * keeps (see object_key_order()), so that the tree is ready to serialize.
  */
-static JsonbValue *
-push_jsonb(JsonbParseState **state, json_object *value, JsonbIteratorToken token,
-		   const char *server_name)
+static void
+jsonb_value(json_object *value, JsonbValue *out, const char *server_name)
 {
-	JsonbValue	v;
 	int			len;
 
 	check_stack_depth();
@@ -566,58 +565,198 @@ push_jsonb(JsonbParseState **state, json_object *value, JsonbIteratorToken token
 	{
 		case json_type_object:
 			{
+				int			n = json_object_object_length(value);
+				JsonbPair  *pairs = palloc(sizeof(JsonbPair) * Max(n, 1));
+				json_object **values = palloc(sizeof(json_object *) * Max(n, 1));
+				int		   *order = palloc(sizeof(int) * Max(n, 1));
 				struct json_object_iterator it = json_object_iter_begin(value);
 				struct json_object_iterator end = json_object_iter_end(value);
+				int			i = 0;
+				int			kept;
 
-				(void) pushJsonbValue(state, WJB_BEGIN_OBJECT, NULL);
-				for (; !json_object_iter_equal(&it, &end); json_object_iter_next(&it))
+				for (; !json_object_iter_equal(&it, &end) && i < n;
+					 json_object_iter_next(&it), i++)
 				{
 					const char *key = json_object_iter_peek_name(&it);
 
-					v.type = jbvString;
-					v.val.string.val = (char *) server_string(key, strlen(key),
-															  server_name, &len);
-					v.val.string.len = len;
-					(void) pushJsonbValue(state, WJB_KEY, &v);
-					(void) push_jsonb(state, json_object_iter_peek_value(&it), WJB_VALUE,
-									  server_name);
+					pairs[i].key.type = jbvString;
+					pairs[i].key.val.string.val =
+						(char *) server_string(key, strlen(key), server_name, &len);
+					pairs[i].key.val.string.len = len;
+					values[i] = json_object_iter_peek_value(&it);
 				}
-				return pushJsonbValue(state, WJB_END_OBJECT, NULL);
+				kept = object_key_order(pairs, i, order);
+
+				out->type = jbvObject;
+				out->val.object.nPairs = kept;
+				out->val.object.pairs = palloc(sizeof(JsonbPair) * Max(kept, 1));
+				for (i = 0; i < kept; i++)
+				{
+					JsonbPair  *pair = &out->val.object.pairs[i];
+
+					pair->key = pairs[order[i]].key;
+					pair->order = i;
+					jsonb_value(values[order[i]], &pair->value, server_name);
+				}
+				pfree(pairs);
+				pfree(values);
+				pfree(order);
+				return;
 			}
 		case json_type_array:
 			{
-				size_t		n = json_object_array_length(value);
-				size_t		i;
+				int			n = (int) json_object_array_length(value);
+				int			i;
 
-				(void) pushJsonbValue(state, WJB_BEGIN_ARRAY, NULL);
+				out->type = jbvArray;
+				out->val.array.rawScalar = false;
+				out->val.array.nElems = n;
+				out->val.array.elems = palloc(sizeof(JsonbValue) * Max(n, 1));
 				for (i = 0; i < n; i++)
-					(void) push_jsonb(state, json_object_array_get_idx(value, i), WJB_ELEM,
-									  server_name);
-				return pushJsonbValue(state, WJB_END_ARRAY, NULL);
+					jsonb_value(json_object_array_get_idx(value, i),
+								&out->val.array.elems[i], server_name);
+				return;
 			}
 		case json_type_null:
-			v.type = jbvNull;
-			break;
+			out->type = jbvNull;
+			return;
 		case json_type_boolean:
-			v.type = jbvBool;
-			v.val.boolean = json_object_get_boolean(value);
-			break;
+			out->type = jbvBool;
+			out->val.boolean = json_object_get_boolean(value);
+			return;
 		case json_type_string:
-			v.type = jbvString;
-			v.val.string.val = (char *) server_string(json_object_get_string(value),
-													  json_object_get_string_len(value),
-													  server_name, &len);
-			v.val.string.len = len;
-			break;
+			out->type = jbvString;
+			out->val.string.val = (char *) server_string(json_object_get_string(value),
+														 json_object_get_string_len(value),
+														 server_name, &len);
+			out->val.string.len = len;
+			return;
 		case json_type_int:
 		case json_type_double:
-			v.type = jbvNumeric;
-			v.val.numeric = DatumGetNumeric(OidInputFunctionCall(F_NUMERIC_IN,
-																 (char *) json_text(value, server_name),
-																 InvalidOid, -1));
-			break;
+			out->type = jbvNumeric;
+			out->val.numeric = DatumGetNumeric(OidInputFunctionCall(F_NUMERIC_IN,
+																	(char *) json_text(value, server_name),
+																	InvalidOid, -1));
+			return;
 	}
-	return pushJsonbValue(state, token, &v);
+}
+
+/* jsonb's order of object keys: shorter first, then bytewise */
+static int
+jsonb_key_cmp(const JsonbValue *a, const JsonbValue *b)
+{
+	if (a->val.string.len != b->val.string.len)
+		return a->val.string.len > b->val.string.len ? 1 : -1;
+	return memcmp(a->val.string.val, b->val.string.val, a->val.string.len);
+}
+
+/* qsort order of key positions: by key, then later first */
+static int
+key_position_cmp(const void *a, const void *b, void *arg)
+{
+	const JsonbPair *pairs = arg;
+	int			x = *(const int *) a;
+	int			y = *(const int *) b;
+	int			c = jsonb_key_cmp(&pairs[x].key, &pairs[y].key);
+
+	return c != 0 ? c : (x < y) - (x > y);
+}
+
+/* the order of the keys of an object of nkeys keys, as last found */
+#define GHL_KEY_ORDER_CACHE 16
+
+typedef struct GhlKeyOrder
+{
+	int			nkeys;			/* 0: unused */
+	char	   *keys;			/* the keys, each NUL-terminated, in sequence */
+	int		   *lens;
+	int		   *order;
+	int			kept;
+} GhlKeyOrder;
+
+/*
+ * The positions of an object's n keys in jsonb's order, into order; a key
+ * that comes more than once keeps its last value (as jsonb_in does).
+ * Returns how many keys remain.
+ *
+ * The API writes the objects of one kind with the same keys in the same
+ * order, so the order found last for an object of n keys is remembered
+ * (one per n, modulo the cache's size) and, when the next object of n
+ * keys has the same keys in the same sequence, used again without a sort:
+ * sorting every contact's keys was a tenth of a scan's time.
+ */
+static int
+object_key_order(const JsonbPair *pairs, int n, int *order)
+{
+	static GhlKeyOrder cache[GHL_KEY_ORDER_CACHE];
+	GhlKeyOrder *entry = &cache[n % GHL_KEY_ORDER_CACHE];
+	const char *cached;
+	int			kept = 0;
+	int			i;
+	Size		size;
+	char	   *p;
+
+	if (n <= 1)
+	{
+		if (n == 1)
+			order[0] = 0;
+		return n;
+	}
+
+	/* the same keys as the object the entry remembers? */
+	if (entry->nkeys == n)
+	{
+		cached = entry->keys;
+		for (i = 0; i < n; i++)
+		{
+			if (pairs[i].key.val.string.len != entry->lens[i] ||
+				memcmp(pairs[i].key.val.string.val, cached, entry->lens[i]) != 0)
+				break;
+			cached += entry->lens[i] + 1;
+		}
+		if (i == n)
+		{
+			memcpy(order, entry->order, sizeof(int) * entry->kept);
+			return entry->kept;
+		}
+	}
+
+	/* sort, then drop the earlier values of repeated keys */
+	for (i = 0; i < n; i++)
+		order[i] = i;
+	qsort_arg(order, n, sizeof(int), key_position_cmp, (void *) pairs);
+	for (i = 0; i < n; i++)
+	{
+		if (kept > 0 &&
+			jsonb_key_cmp(&pairs[order[kept - 1]].key, &pairs[order[i]].key) == 0)
+			continue;
+		order[kept++] = order[i];
+	}
+
+	/* remember it */
+	size = 0;
+	for (i = 0; i < n; i++)
+		size += pairs[i].key.val.string.len + 1;
+	if (entry->nkeys != 0)
+	{
+		pfree(entry->keys);
+		pfree(entry->lens);
+		pfree(entry->order);
+	}
+	entry->keys = p = MemoryContextAlloc(TopMemoryContext, size);
+	entry->lens = MemoryContextAlloc(TopMemoryContext, sizeof(int) * n);
+	entry->order = MemoryContextAlloc(TopMemoryContext, sizeof(int) * n);
+	for (i = 0; i < n; i++)
+	{
+		entry->lens[i] = pairs[i].key.val.string.len;
+		memcpy(p, pairs[i].key.val.string.val, entry->lens[i]);
+		p[entry->lens[i]] = '\0';
+		p += entry->lens[i] + 1;
+	}
+	memcpy(entry->order, order, sizeof(int) * kept);
+	entry->kept = kept;
+	entry->nkeys = n;
+	return kept;
 }
 
 /*
