@@ -256,6 +256,30 @@ class AgencyTest(unittest.TestCase):
         self.assertNotEqual(rc, 0)
         self.assertIn('option "from_agency" cannot be used with credentials', err)
 
+    def test_6_agency_mapping_change_reaches_open_sessions(self):
+        """A session that used a location server sees a later change of the
+        agency server's mapping: the next token it buys uses the new
+        credentials, not those its connection was opened with."""
+        server = f"agency_{LOCATIONS[2]}"
+        rc, out, err = run(f"""
+            CREATE FOREIGN TABLE public.agency_probe (id text) SERVER "{server}"
+                OPTIONS (resource 'contacts');
+            SELECT count(*) > 0 FROM public.agency_probe;
+            SELECT FROM test.mock('POST', '/_mock/config', '{{"expire_all_tokens": true}}');
+            ALTER USER MAPPING FOR CURRENT_USER SERVER agency
+                OPTIONS (SET client_secret 'not-the-secret');
+            SELECT count(*) > 0 FROM public.agency_probe;
+        """, check=False)
+        run("""
+            ALTER USER MAPPING FOR CURRENT_USER SERVER agency
+                OPTIONS (SET client_secret 'mock-secret');
+            DROP FOREIGN TABLE public.agency_probe;
+        """)
+        self.assertNotEqual(rc, 0)
+        self.assertEqual(out.split(), ["t"])
+        self.assertIn('28000: GHL server "agency" refused the OAuth client credentials', err)
+        self.assertEqual(run("SELECT count(*) > 0 FROM mine.contacts", user=USER)[1], "t")
+
     def test_9_no_secret_in_outputs(self):
         text = "\n".join(OUTPUTS)
         leaked = [t for t in mock("GET", "/_mock/issued_tokens")["tokens"] if t in text]
