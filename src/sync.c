@@ -118,7 +118,8 @@ ghl_sync_execute(GhlSyncHost host, Oid serverid, int64 run_id,
 		if (run->multi != NULL)
 			ghl_multi_finish(run->multi);
 		run->multi = NULL;
-		if (host == GHL_HOST_TRANSACTION || !run->locked)
+		/* a run that could not even read its options has nothing to record */
+		if (host == GHL_HOST_TRANSACTION || run->options == NULL)
 		{
 			if (run->locked)
 				ghl_sync_unlock(&run->lock);
@@ -166,10 +167,13 @@ run_create(GhlSyncHost host, Oid serverid, int64 run_id, const bool *resources,
 }
 
 /*
- * The first step: options and settings, the location's lock, the mode,
- * the tables, and the ledger rows that say the run is running.  Returns
+ * The first step: options and settings, the tables, the location's lock,
+ * the mode, and the ledger rows that say the run is running.  Returns
  * false when another run holds the location; the ledger then says
- * "skipped".
+ * "skipped".  The tables are checked before the lock is taken: a role
+ * whose run is refused them (a server of another's location and schema)
+ * must not hold that location's lock even briefly, or it could keep the
+ * owner's runs skipped.
  */
 static bool
 run_begin(GhlSyncRun *run)
@@ -181,6 +185,15 @@ run_begin(GhlSyncRun *run)
 	run->options = options = ghl_get_options(run->serverid, GetUserId());
 	ghl_sync_settings(options->server_name, &run->settings);
 	MemoryContextSwitchTo(oldcxt);
+
+	/* contacts are read (for their children) even when not synced */
+	for (r = 0; r < GHL_NUM_RESOURCES; r++)
+	{
+		if (run->wanted[r] || r == GHL_RESOURCE_CONTACTS)
+			run->targets[r] = ghl_target_open(options->sync_schema,
+											  ghl_resource_by_name(resource_names[r]),
+											  true, run->cxt);
+	}
 
 	if (run->contact_id == NULL)
 	{
@@ -216,15 +229,6 @@ run_begin(GhlSyncRun *run)
 			}
 		}
 		ghl_ledger_interrupted(options->server_name, run->run_id);
-	}
-
-	/* contacts are read (for their children) even when not synced */
-	for (r = 0; r < GHL_NUM_RESOURCES; r++)
-	{
-		if (run->wanted[r] || r == GHL_RESOURCE_CONTACTS)
-			run->targets[r] = ghl_target_open(options->sync_schema,
-											  ghl_resource_by_name(resource_names[r]),
-											  true, run->cxt);
 	}
 	ghl_ledger_start(run->run_id, options->server_name, options->location_id,
 					 run->mode, run->wanted, run->started, progress_json(run));

@@ -7,6 +7,7 @@ Uses test.sync_diff(), which the sync pg_regress suite creates in the same
 database before these tests run.
 """
 import math
+import os
 import time
 import unittest
 
@@ -130,6 +131,49 @@ class SyncProcessTest(unittest.TestCase):
             SELECT count(*) FROM ghl_fdw.sync_runs WHERE server_name = '{SERVER}'
                AND status = 'skipped' AND error = 'another sync of location ve9EPM428h8vShlRW1KT'
                    || ' into schema {SCHEMA} is running'"""), "4")
+
+    def test_refused_tables_take_no_lock(self):
+        """A role whose server names another role's location and sync schema
+        is refused the tables before it takes the location's lock: while
+        the owner's run holds it, the intruder's run fails on the tables
+        instead of being skipped, so it could never hold the lock itself
+        and keep the owner's runs skipped."""
+        intruder = "ghl_py_intruder"
+        password = os.environ.get("PGPASSWORD")
+        login = f"LOGIN PASSWORD '{password}'" if password else "LOGIN"
+        psql(f"""
+            CREATE ROLE {intruder} {login};
+            GRANT USAGE ON FOREIGN DATA WRAPPER ghl_fdw TO {intruder};
+        """)
+        try:
+            # its server is never asked anything: the run ends before any request
+            psql(f"""
+                CREATE SERVER intruder FOREIGN DATA WRAPPER ghl_fdw
+                    OPTIONS (location_id 've9EPM428h8vShlRW1KT', sync_schema '{SCHEMA}');
+                CREATE USER MAPPING FOR CURRENT_USER SERVER intruder
+                    OPTIONS (access_token 'pit-intruder');
+            """, user=intruder)
+            mock("POST", "/_mock/reset", {"contacts": 100, "seed": 42})
+            sync(", '{contacts}'")
+            mock("POST", "/_mock/faults", {"method": "POST", "path": "^/contacts/search$",
+                                           "kind": "delay", "delay_ms": 4000})
+            first = start_psql(f"SELECT status FROM ghl_fdw.sync('{SERVER}', '{{contacts}}');")
+            wait_until(lambda: psql_value(f"""
+                SELECT count(*) FROM ghl_fdw.sync_progress WHERE server_name = '{SERVER}'""")
+                       == "1", 30)
+            rc, out, err = psql("SELECT status, requests, error FROM ghl_fdw.sync('intruder');",
+                                user=intruder, check=False)
+            self.assertEqual(first.wait(timeout=60), 0, first.stderr.read())
+            self.assertEqual(first.stdout.read().split(), ["succeeded"])
+            self.assertEqual(rc, 0, err)
+            self.assertEqual(set(out.splitlines()),
+                             {f"failed|0|42501: sync table {SCHEMA}.contacts is owned by role "
+                              f"\"{psql_value('SELECT current_user')}\""})
+        finally:
+            psql(f"""
+                DROP OWNED BY {intruder};
+                DROP ROLE {intruder};
+            """)
 
     def test_other_schema_is_not_skipped(self):
         """A run of the location into another schema is not held back by a
