@@ -84,6 +84,17 @@ def wait_for_cron_runs(jobs, timeout=90):
     return statuses
 
 
+def start_held_run():
+    """Start a contacts sync of the test server that its contact search
+    holds for 4 s; returns its psql once the run shows in sync_progress."""
+    mock("POST", "/_mock/faults", {"method": "POST", "path": "^/contacts/search$",
+                                   "kind": "delay", "delay_ms": 4000})
+    held = start_psql(f"SELECT status FROM ghl_fdw.sync('{SERVER}', '{{contacts}}');")
+    wait_until(lambda: psql_value(f"""
+        SELECT count(*) FROM ghl_fdw.sync_progress WHERE server_name = '{SERVER}'""") == "1", 30)
+    return held
+
+
 @unittest.skipUnless(MOCK_URL, "needs the test cluster and mock")
 class SyncProcessTest(unittest.TestCase):
     @classmethod
@@ -104,24 +115,21 @@ class SyncProcessTest(unittest.TestCase):
         """)
         mock("DELETE", "/_mock/faults")
 
+    def assert_held_run_succeeds(self, held):
+        out, err = held.stdout.read(), held.stderr.read()
+        self.assertEqual(held.wait(timeout=60), 0, err)
+        self.assertEqual(out.split(), ["succeeded"])
+
     def test_concurrent_run_is_skipped(self):
         mock("POST", "/_mock/reset", {"contacts": 100, "seed": 42})
-        # hold the first run inside its contact search
-        mock("POST", "/_mock/faults", {"method": "POST", "path": "^/contacts/search$",
-                                       "kind": "delay", "delay_ms": 4000})
-        first = start_psql(f"SELECT status FROM ghl_fdw.sync('{SERVER}', '{{contacts}}');")
-        wait_until(lambda: psql_value(f"""
-            SELECT count(*) FROM ghl_fdw.sync_progress WHERE server_name = '{SERVER}'""") == "1",
-                   30)
+        first = start_held_run()
         # the lock it holds is none an ordinary role could take
         self.assertEqual(psql_value("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"),
                          "0")
         started = time.monotonic()
         second = sync()
         elapsed = time.monotonic() - started
-        out, err = first.stdout.read(), first.stderr.read()
-        self.assertEqual(first.wait(timeout=60), 0, err)
-        self.assertEqual(out.split(), ["succeeded"])
+        self.assert_held_run_succeeds(first)
         self.assertEqual({r: v[1] for r, v in second.items()},
                          {"appointments": "skipped", "contacts": "skipped",
                           "notes": "skipped", "tasks": "skipped"})
@@ -155,16 +163,10 @@ class SyncProcessTest(unittest.TestCase):
             """, user=intruder)
             mock("POST", "/_mock/reset", {"contacts": 100, "seed": 42})
             sync(", '{contacts}'")
-            mock("POST", "/_mock/faults", {"method": "POST", "path": "^/contacts/search$",
-                                           "kind": "delay", "delay_ms": 4000})
-            first = start_psql(f"SELECT status FROM ghl_fdw.sync('{SERVER}', '{{contacts}}');")
-            wait_until(lambda: psql_value(f"""
-                SELECT count(*) FROM ghl_fdw.sync_progress WHERE server_name = '{SERVER}'""")
-                       == "1", 30)
+            first = start_held_run()
             rc, out, err = psql("SELECT status, requests, error FROM ghl_fdw.sync('intruder');",
                                 user=intruder, check=False)
-            self.assertEqual(first.wait(timeout=60), 0, first.stderr.read())
-            self.assertEqual(first.stdout.read().split(), ["succeeded"])
+            self.assert_held_run_succeeds(first)
             self.assertEqual(rc, 0, err)
             self.assertEqual(set(out.splitlines()),
                              {f"failed|0|42501: sync table {SCHEMA}.contacts is owned by role "
@@ -188,16 +190,9 @@ class SyncProcessTest(unittest.TestCase):
         create_server("ghl_py_twin", twin)
         try:
             mock("POST", "/_mock/reset", {"contacts": 100, "seed": 42})
-            mock("POST", "/_mock/faults", {"method": "POST", "path": "^/contacts/search$",
-                                           "kind": "delay", "delay_ms": 4000})
-            first = start_psql(f"SELECT status FROM ghl_fdw.sync('{SERVER}', '{{contacts}}');")
-            wait_until(lambda: psql_value(f"""
-                SELECT count(*) FROM ghl_fdw.sync_progress WHERE server_name = '{SERVER}'""")
-                       == "1", 30)
+            first = start_held_run()
             second = sync(", '{contacts}'", server="ghl_py_twin")
-            out, err = first.stdout.read(), first.stderr.read()
-            self.assertEqual(first.wait(timeout=60), 0, err)
-            self.assertEqual(out.split(), ["succeeded"])
+            self.assert_held_run_succeeds(first)
             self.assertEqual(second["contacts"][1], "succeeded")
         finally:
             drop_server("ghl_py_twin", twin)
