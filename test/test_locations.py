@@ -80,7 +80,7 @@ class LocationsTest(unittest.TestCase):
         holder = start_psql(f"""
             BEGIN;
             SELECT string_agg(status, ',') FROM ghl_fdw.refresh_contact('loc_a', '{contact}');
-            SELECT pg_sleep(3);
+            SELECT pg_sleep(5);
             COMMIT;""")
         try:
             wait_until(lambda: psql_value("""
