@@ -141,15 +141,28 @@ sync_resources(ArrayType *array, bool *wanted)
 				 errhint("Resources are contacts, tasks, notes and appointments; NULL means all.")));
 }
 
-/* The "full" argument, which must not be NULL. */
-static bool
-sync_full(FunctionCallInfo fcinfo, int argno)
+/*
+ * The arguments of sync() and run_sync(), (server_name, resources, full),
+ * checked: the server's OID is returned, the resources and "full" are
+ * set.
+ */
+static Oid
+sync_arguments(FunctionCallInfo fcinfo, bool *resources, bool *full)
 {
-	if (PG_ARGISNULL(argno))
+	Oid			serverid;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("server_name must not be NULL")));
+	serverid = ghl_sync_server(PG_GETARG_TEXT_PP(0));
+	sync_resources(PG_ARGISNULL(1) ? NULL : PG_GETARG_ARRAYTYPE_P(1), resources);
+	if (PG_ARGISNULL(2))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("full must not be NULL")));
-	return PG_GETARG_BOOL(argno);
+	*full = PG_GETARG_BOOL(2);
+	return serverid;
 }
 
 /*
@@ -309,13 +322,7 @@ ghl_fdw_sync(PG_FUNCTION_ARGS)
 	bool		full;
 	int64		run_id;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("server_name must not be NULL")));
-	serverid = ghl_sync_server(PG_GETARG_TEXT_PP(0));
-	sync_resources(PG_ARGISNULL(1) ? NULL : PG_GETARG_ARRAYTYPE_P(1), resources);
-	full = sync_full(fcinfo, 2);
+	serverid = sync_arguments(fcinfo, resources, &full);
 	run_id = ghl_ledger_next_run_id();
 
 	sync_in_worker(serverid, run_id, resources, full);
@@ -423,13 +430,7 @@ ghl_fdw_run_sync(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_TRANSACTION_TERMINATION),
 				 errmsg("ghl_fdw.run_sync() must be called with CALL outside a transaction block"),
 				 errhint("Use SELECT * FROM ghl_fdw.sync(...) inside a transaction.")));
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("server_name must not be NULL")));
-	serverid = ghl_sync_server(PG_GETARG_TEXT_PP(0));
-	sync_resources(PG_ARGISNULL(1) ? NULL : PG_GETARG_ARRAYTYPE_P(1), resources);
-	full = sync_full(fcinfo, 2);
+	serverid = sync_arguments(fcinfo, resources, &full);
 	run_id = ghl_ledger_next_run_id();
 
 	if (SPI_connect_ext(SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
