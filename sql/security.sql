@@ -295,6 +295,14 @@ SELECT id, first_name FROM ghl_tenant.contacts WHERE id = 'sec-bytes';
 SELECT test.raw_fault('^/contacts/sec-bytes$', 200, 'application/json',
                       '{"contact": {"id": "sec-bytes", "source": "\377\376"}}');
 SELECT id FROM ghl_tenant.contacts WHERE id = 'sec-bytes';
+-- NaN and Infinity, which the JSON parser reads though JSON has no such
+-- numbers, are 22P02 in raw and in a column alike
+SELECT test.raw_fault('^/contacts/sec-bytes$', 200, 'application/json',
+                      '{"contact": {"id": "sec-bytes", "score": NaN}}');
+SELECT id, raw FROM ghl_tenant.contacts WHERE id = 'sec-bytes';
+SELECT test.raw_fault('^/contacts/sec-bytes$', 200, 'application/json',
+                      '{"contact": {"id": "sec-bytes", "firstName": -Infinity}}');
+SELECT id, first_name FROM ghl_tenant.contacts WHERE id = 'sec-bytes';
 
 --
 -- 12. Epoch milliseconds outside PostgreSQL's timestamp range (after

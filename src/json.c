@@ -664,6 +664,9 @@ key_position_cmp(const void *a, const void *b, void *arg)
 
 /* the order of the keys of an object of nkeys keys, as last found */
 #define GHL_KEY_ORDER_CACHE 16
+/* objects larger than these are sorted but not remembered */
+#define GHL_KEY_ORDER_MAX_KEYS 256
+#define GHL_KEY_ORDER_MAX_BYTES 8192
 
 typedef struct GhlKeyOrder
 {
@@ -694,7 +697,10 @@ object_key_order(const JsonbPair *pairs, int n, int *order)
 	int			kept = 0;
 	int			i;
 	Size		size;
+	char	   *keys;
 	char	   *p;
+	int		   *lens;
+	int		   *kept_order;
 
 	if (n <= 1)
 	{
@@ -733,27 +739,37 @@ object_key_order(const JsonbPair *pairs, int n, int *order)
 		order[kept++] = order[i];
 	}
 
-	/* remember it */
+	/*
+	 * Remember it, unless the object is larger than the API's objects: a
+	 * hostile API's object of a million keys must not stay in every
+	 * backend that read it.  The old entry is dropped only once the new
+	 * one is allocated, so a failed allocation leaves a valid entry.
+	 */
 	size = 0;
 	for (i = 0; i < n; i++)
 		size += pairs[i].key.val.string.len + 1;
+	if (n > GHL_KEY_ORDER_MAX_KEYS || size > GHL_KEY_ORDER_MAX_BYTES)
+		return kept;
+	keys = p = MemoryContextAlloc(TopMemoryContext, size);
+	lens = MemoryContextAlloc(TopMemoryContext, sizeof(int) * n);
+	kept_order = MemoryContextAlloc(TopMemoryContext, sizeof(int) * n);
+	for (i = 0; i < n; i++)
+	{
+		lens[i] = pairs[i].key.val.string.len;
+		memcpy(p, pairs[i].key.val.string.val, lens[i]);
+		p[lens[i]] = '\0';
+		p += lens[i] + 1;
+	}
+	memcpy(kept_order, order, sizeof(int) * kept);
 	if (entry->nkeys != 0)
 	{
 		pfree(entry->keys);
 		pfree(entry->lens);
 		pfree(entry->order);
 	}
-	entry->keys = p = MemoryContextAlloc(TopMemoryContext, size);
-	entry->lens = MemoryContextAlloc(TopMemoryContext, sizeof(int) * n);
-	entry->order = MemoryContextAlloc(TopMemoryContext, sizeof(int) * n);
-	for (i = 0; i < n; i++)
-	{
-		entry->lens[i] = pairs[i].key.val.string.len;
-		memcpy(p, pairs[i].key.val.string.val, entry->lens[i]);
-		p[entry->lens[i]] = '\0';
-		p += entry->lens[i] + 1;
-	}
-	memcpy(entry->order, order, sizeof(int) * kept);
+	entry->keys = keys;
+	entry->lens = lens;
+	entry->order = kept_order;
 	entry->kept = kept;
 	entry->nkeys = n;
 	return kept;
@@ -800,9 +816,17 @@ static const char *
 json_text(json_object *value, const char *server_name)
 {
 	size_t		len;
-	const char *text = json_object_to_json_string_length(value,
-														 JSON_C_TO_STRING_PLAIN,
-														 &len);
+	const char *text;
+
+	/* json-c also reads NaN and Infinity, which are no JSON numbers */
+	if (json_object_is_type(value, json_type_double) &&
+		!isfinite(json_object_get_double(value)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("GHL server \"%s\" returned a number JSON does not allow",
+						server_name),
+				 errdetail("NaN and Infinity are not JSON numbers.")));
+	text = json_object_to_json_string_length(value, JSON_C_TO_STRING_PLAIN, &len);
 
 	return server_string(text, (int) len, server_name, NULL);
 }
