@@ -772,16 +772,19 @@ ghl_sync_lock(const char *schema, const char *location_id, LOCKTAG *tag)
  * once, and of two transactions creating the same schema or table the
  * later would fail on a unique index of the catalogs.  The waiter then
  * sees what the first one created.  The tag is an object lock whose class
- * is the table sync_state, a space apart from the runs' locks.
+ * is the table sync_state, a space apart from the runs' locks, with 48
+ * bits of the schema's name for the same reason as theirs.
  */
 void
 ghl_sync_lock_creation(const char *schema)
 {
 	LOCKTAG		tag;
+	uint64		hash = hash_bytes_extended((const unsigned char *) schema,
+										   strlen(schema), 0);
 
 	SET_LOCKTAG_OBJECT(tag, MyDatabaseId,
 					   get_relname_relid("sync_state", get_namespace_oid("ghl_fdw", false)),
-					   hash_bytes((const unsigned char *) schema, strlen(schema)), 0);
+					   (uint32) hash, (uint16) (hash >> 32));
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 	AcceptInvalidationMessages();
 }
