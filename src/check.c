@@ -1050,12 +1050,7 @@ ghl_fdw_check(PG_FUNCTION_ARGS)
 	bool		nothing_used;
 	int			r;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("server_name must not be NULL")));
-	check->options = ghl_get_options(ghl_sync_server(PG_GETARG_TEXT_PP(0)),
-									 GetUserId());
+	check->options = ghl_get_options(ghl_sync_server_arg(fcinfo), GetUserId());
 	check->conn = ghl_get_connection(check->options);
 	check->oauth = check->options->auth_mode != GHL_AUTH_ACCESS_TOKEN;
 	InitMaterializedSRF(fcinfo, 0);

@@ -896,6 +896,7 @@ extern void ghl_sync_handle(GhlSyncRun *run, GhlSyncRequest *sreq,
  * in sync_worker.c
  */
 extern Oid	ghl_sync_server(text *name);
+extern Oid	ghl_sync_server_arg(FunctionCallInfo fcinfo);
 extern int64 ghl_sync_refresh(Oid serverid, const char *contact_id,
 							  ErrorData **edata_out);
 extern void ghl_sync_record_failure(Oid serverid, int64 run_id,

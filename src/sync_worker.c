@@ -101,6 +101,17 @@ ghl_sync_server(text *name)
 	return server->serverid;
 }
 
+/* ghl_sync_server() of a function's first argument, server_name */
+Oid
+ghl_sync_server_arg(FunctionCallInfo fcinfo)
+{
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("server_name must not be NULL")));
+	return ghl_sync_server(PG_GETARG_TEXT_PP(0));
+}
+
 /*
  * The resources a call names (NULL: all), checked, as one flag per
  * resource.
@@ -149,13 +160,8 @@ sync_resources(ArrayType *array, bool *wanted)
 static Oid
 sync_arguments(FunctionCallInfo fcinfo, bool *resources, bool *full)
 {
-	Oid			serverid;
+	Oid			serverid = ghl_sync_server_arg(fcinfo);
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("server_name must not be NULL")));
-	serverid = ghl_sync_server(PG_GETARG_TEXT_PP(0));
 	sync_resources(PG_ARGISNULL(1) ? NULL : PG_GETARG_ARRAYTYPE_P(1), resources);
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -529,11 +535,7 @@ ghl_fdw_refresh_contact(PG_FUNCTION_ARGS)
 	ErrorData  *edata;
 	int64		run_id;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("server_name must not be NULL")));
-	serverid = ghl_sync_server(PG_GETARG_TEXT_PP(0));
+	serverid = ghl_sync_server_arg(fcinfo);
 	contact_id = PG_ARGISNULL(1) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(1));
 	if (contact_id[0] == '\0')
 		ereport(ERROR,
