@@ -8,6 +8,7 @@ OBJS = \
 	src/http.o \
 	src/http_multi.o \
 	src/json.o \
+	src/json_parse.o \
 	src/modify.o \
 	src/option.o \
 	src/pushdown.o \

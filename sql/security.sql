@@ -359,6 +359,34 @@ SELECT count(*) FROM sec_oauth_contacts;
 RESET ROLE;
 SELECT method, path, status FROM test.requests();
 
+--
+-- 15. An answer is read as JSON and nothing else: escapes and surrogate
+-- pairs decode, a lone surrogate becomes U+FFFD, a key given twice keeps
+-- its last value (in a column and in raw alike, as jsonb does); nesting
+-- deeper than 64 and anything after the document are 22032, and nothing
+-- of such an answer is returned.
+--
+SET ROLE ghl_tenant;
+SELECT test.raw_fault('^/contacts/sec-json$', 200, 'application/json',
+                      convert_to('{"contact": {"id": "sec-json", '
+                                 '"firstName": "q\"b\\s\/e\u00e9 \ud83d\ude00 \ud800!", '
+                                 '"lastName": "first", "lastName": "last", '
+                                 '"tags": ["tab\t", "\u0041"], "score": 1.50e+2, '
+                                 '"dateAdded": 1609462466220}} ', 'UTF8'));
+SELECT to_json(first_name) AS first_name, last_name, to_json(tags) AS tags,
+       date_added AT TIME ZONE 'UTC' AS date_added,
+       raw->'lastName' AS raw_last_name, raw->'score' AS raw_score,
+       raw->>'firstName' = first_name AS same_in_raw
+FROM ghl_tenant.contacts WHERE id = 'sec-json';
+SELECT test.raw_fault('^/contacts/sec-json$', 200, 'application/json',
+                      convert_to('{"contact": {"id": "sec-json", "customFields": '
+                                 || repeat('[', 70) || repeat(']', 70) || '}}', 'UTF8'));
+SELECT id FROM ghl_tenant.contacts WHERE id = 'sec-json';
+SELECT test.raw_fault('^/contacts/sec-json$', 200, 'application/json',
+                      '{"contact": {"id": "sec-json"}} {"contact": {"id": "forged"}}');
+SELECT id FROM ghl_tenant.contacts WHERE id = 'sec-json';
+RESET ROLE;
+
 -- clean up
 SELECT test.mock_forget();
 DROP SERVER sec_oauth CASCADE;

@@ -509,6 +509,55 @@ extern void ghl_token_worker_run(GhlOptions *options, const char *rejected,
 extern PGDLLEXPORT void ghl_token_worker_main(Datum arg);
 
 /*
+ * in json_parse.c
+ */
+typedef enum GhlJsonType
+{
+	GHL_JSON_NULL,
+	GHL_JSON_BOOL,
+	GHL_JSON_NUMBER,
+	GHL_JSON_STRING,
+	GHL_JSON_ARRAY,
+	GHL_JSON_OBJECT
+} GhlJsonType;
+
+typedef struct GhlJson GhlJson;
+
+typedef struct GhlJsonMember
+{
+	const char *key;			/* decoded, NUL-terminated */
+	int			keylen;			/* bytes, NULs from "\u0000" included */
+	uint32		hash;			/* hash_bytes() of the key */
+	GhlJson    *value;
+} GhlJsonMember;
+
+/* One parsed JSON value; a tree of them is one memory context's. */
+struct GhlJson
+{
+	GhlJsonType type;
+	bool		nonfinite;		/* NaN, Infinity or -Infinity */
+	int			len;			/* bytes of a string or number, elements, members */
+	union
+	{
+		bool		boolean;
+		const char *text;		/* a decoded string, a number as written */
+		GhlJson   **elems;
+		GhlJsonMember *members;
+	}			val;
+};
+
+extern GhlJson *ghl_json_parse(const char *data, size_t len,
+							   const char *server_name);
+extern GhlJson *ghl_json_get(const GhlJson *object, const char *key);
+extern void ghl_json_remove(GhlJson *object, const char *key);
+extern void ghl_json_put(GhlJson *object, const char *key, GhlJson *value,
+						 MemoryContext cxt);
+extern GhlJson *ghl_json_scalar(GhlJsonType type, bool boolean);
+extern void ghl_json_write(StringInfo buf, const GhlJson *value);
+extern bool ghl_json_int64(const GhlJson *value, int64 *result);
+extern const char *ghl_json_type_name(const GhlJson *value);
+
+/*
  * in json.c
  */
 typedef struct GhlJsonPage GhlJsonPage;

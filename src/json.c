@@ -1,14 +1,14 @@
 /*-------------------------------------------------------------------------
  *
  * json.c
- *		  Everything that touches json-c: parsing response pages, finding
- *		  fields, turning JSON values into Datums and building request
- *		  bodies.
+ *		  JSON in and out: the rows of response pages (parsed by
+ *		  json_parse.c) as Datums, and json-c for request bodies, error
+ *		  answers and token answers.
  *
  * json-c's json_object type collides with PostgreSQL's json_object() from
  * utils/builtins.h, so json-c stays in this file and builtins.h stays out.
- * json-c allocates with malloc; every parsed document is tied to a memory
- * context by a reset callback, so an error anywhere releases it.
+ * json-c allocates with malloc: every json-c document here is freed on the
+ * error path too.  Pages are json_parse.c's trees, in memory contexts.
  *
  * IDENTIFICATION
  *		  src/json.c
@@ -36,12 +36,11 @@
 
 struct GhlJsonPage
 {
-	json_object *root;			/* the whole parsed document */
-	json_object *rows;			/* the row array, or the one row object */
+	GhlJson    *root;			/* the whole parsed document */
+	GhlJson    *rows;			/* the row array, or the one row object */
 	bool		single_object;
 	int			nrows;
 	const char *server_name;	/* for errors about the data */
-	MemoryContextCallback release;
 };
 
 /* What errcontext needs to name a value that does not fit its column. */
@@ -51,75 +50,49 @@ typedef struct ConversionContext
 	const char *table_name;
 } ConversionContext;
 
-static void release_json(void *arg);
-static json_object *row_object(GhlJsonPage *page, int row);
+static GhlJson *row_object(GhlJsonPage *page, int row);
 static void row_to_values(GhlJsonPage *page, int row,
 						  GhlColumnMap *columns, int ncolumns,
 						  bool use_search_fields, const char *table_name,
 						  bool keep_missing, Datum *values, bool *nulls);
-static Datum json_to_datum(json_object *value, GhlColumnMap *col,
+static Datum json_to_datum(GhlJson *value, GhlColumnMap *col,
 						   const char *server_name, bool *isnull);
-static Datum scalar_to_datum(json_object *value, Oid typid, FmgrInfo *input,
+static Datum scalar_to_datum(GhlJson *value, Oid typid, FmgrInfo *input,
 							 Oid ioparam, int32 typmod, bool is_timestamp,
 							 const char *server_name);
 static bool iso_timestamptz(const char *text, TimestampTz *result);
-static Datum json_to_jsonb(json_object *value, const char *server_name);
-static void jsonb_value(json_object *value, JsonbValue *out,
+static Datum json_to_jsonb(GhlJson *value, const char *server_name);
+static void jsonb_value(GhlJson *value, JsonbValue *out,
 						const char *server_name);
 static int	object_key_order(const JsonbPair *pairs, int n, int *order);
 static const char *server_string(const char *s, int len,
 								 const char *server_name, int *outlen);
-static const char *json_text(json_object *value, const char *server_name);
-static Datum epoch_ms_to_timestamp(json_object *value, const char *server_name);
+static const char *json_text(GhlJson *value, const char *server_name);
+static Datum epoch_ms_to_timestamp(GhlJson *value, const char *server_name);
 static void conversion_error_callback(void *arg);
 static const char *utc_if_zoneless(const char *text);
-static bool custom_field_value(json_object *obj, const char *id,
-							   json_object **value);
+static bool custom_field_value(GhlJson *obj, const char *id,
+							   GhlJson **value);
 static json_object *search_filter(GhlFilterValue *fv);
 static json_object *filter_value(GhlFilterValue *fv);
 
 /*
- * Parse one response body and find its rows.  The returned page belongs to
- * CurrentMemoryContext: resetting or deleting that context frees the
- * json-c objects too, on success and on error alike.
+ * Parse one response body and find its rows.  The returned page and its
+ * tree belong to CurrentMemoryContext.
  */
 GhlJsonPage *
 ghl_json_parse_page(const char *data, size_t len, const char *response_key,
 					bool single_object, const char *server_name)
 {
 	GhlJsonPage *page = palloc0(sizeof(GhlJsonPage));
-	json_tokener *tok;
-	enum json_tokener_error jerr;
-	json_object *rows;
+	GhlJson    *rows;
 
-	page->release.func = release_json;
-	page->release.arg = &page->root;
-	MemoryContextRegisterResetCallback(CurrentMemoryContext, &page->release);
-
-	tok = json_tokener_new();
-	if (tok == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("out of memory")));
-	page->root = json_tokener_parse_ex(tok, data, (int) len);
-	jerr = json_tokener_get_error(tok);
-	json_tokener_free(tok);
-
-	if (jerr != json_tokener_success || page->root == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_JSON_TEXT),
-				 errmsg("GHL server \"%s\" returned invalid JSON", server_name),
-				 errdetail("%s after %zu bytes.",
-						   jerr == json_tokener_continue ?
-						   "The document ends early" :
-						   json_tokener_error_desc(jerr), len)));
+	page->root = ghl_json_parse(data, len, server_name);
 
 	/* without a response key the document itself is the one row */
-	rows = page->root;
-	if (!json_object_is_type(page->root, json_type_object) ||
-		(response_key != NULL &&
-		 !json_object_object_get_ex(page->root, response_key, &rows)) ||
-		!json_object_is_type(rows, single_object ? json_type_object : json_type_array))
+	rows = response_key ? ghl_json_get(page->root, response_key) : page->root;
+	if (page->root->type != GHL_JSON_OBJECT || rows == NULL ||
+		rows->type != (single_object ? GHL_JSON_OBJECT : GHL_JSON_ARRAY))
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
 				 errmsg("GHL server \"%s\" returned an unexpected response", server_name),
@@ -131,22 +104,8 @@ ghl_json_parse_page(const char *data, size_t len, const char *response_key,
 	page->rows = rows;
 	page->server_name = server_name;
 	page->single_object = single_object;
-	page->nrows = single_object ? 1 : (int) json_object_array_length(rows);
+	page->nrows = single_object ? 1 : rows->len;
 	return page;
-}
-
-/*
- * Memory context reset callback: release the json-c document whose root
- * pointer arg points to.
- */
-static void
-release_json(void *arg)
-{
-	json_object **root = (json_object **) arg;
-
-	if (*root)
-		json_object_put(*root);
-	*root = NULL;
 }
 
 int
@@ -162,20 +121,19 @@ ghl_json_page_rows(GhlJsonPage *page)
 int64
 ghl_json_page_total(GhlJsonPage *page)
 {
-	json_object *total;
+	GhlJson    *total = ghl_json_get(page->root, "total");
+	int64		result;
 
-	if (!json_object_object_get_ex(page->root, "total", &total) ||
-		!json_object_is_type(total, json_type_int))
+	if (total == NULL || !ghl_json_int64(total, &result))
 		return 0;
-	return Max(json_object_get_int64(total), 0);
+	return Max(result, 0);
 }
 
-static json_object *
+static GhlJson *
 row_object(GhlJsonPage *page, int row)
 {
 	Assert(row >= 0 && row < page->nrows);
-	return page->single_object ? page->rows :
-		json_object_array_get_idx(page->rows, row);
+	return page->single_object ? page->rows : page->rows->val.elems[row];
 }
 
 /*
@@ -217,12 +175,12 @@ row_to_values(GhlJsonPage *page, int row, GhlColumnMap *columns, int ncolumns,
 			  bool use_search_fields, const char *table_name,
 			  bool keep_missing, Datum *values, bool *nulls)
 {
-	json_object *obj = row_object(page, row);
+	GhlJson    *obj = row_object(page, row);
 	ConversionContext convctx;
 	ErrorContextCallback errcallback;
 	int			i;
 
-	if (!json_object_is_type(obj, json_type_object))
+	if (obj->type != GHL_JSON_OBJECT)
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
 				 errmsg("row %d of a GHL response for foreign table \"%s\" is not a JSON object",
@@ -237,31 +195,27 @@ row_to_values(GhlJsonPage *page, int row, GhlColumnMap *columns, int ncolumns,
 	for (i = 0; i < ncolumns; i++)
 	{
 		GhlColumnMap *col = &columns[i];
-		json_object *value = NULL;
-		bool		found = false;
+		GhlJson    *value = NULL;
 
 		convctx.attname = col->attname;
 		if (col->is_raw)
-			value = obj, found = true;
+			value = obj;
 		else if (strncmp(col->field, GHL_CUSTOM_FIELD_PREFIX,
 						 strlen(GHL_CUSTOM_FIELD_PREFIX)) == 0)
-			found = custom_field_value(obj, col->field + strlen(GHL_CUSTOM_FIELD_PREFIX),
-									   &value);
+			(void) custom_field_value(obj, col->field + strlen(GHL_CUSTOM_FIELD_PREFIX),
+									  &value);
 		else
 		{
 			if (use_search_fields && col->search_field)
-				found = json_object_object_get_ex(obj, col->search_field, &value);
-			if (!found)
-				found = json_object_object_get_ex(obj, col->field, &value);
+				value = ghl_json_get(obj, col->search_field);
+			if (value == NULL)
+				value = ghl_json_get(obj, col->field);
 		}
 
-		if (!found && keep_missing)
+		if (value == NULL && keep_missing)
 			continue;
-		values[col->attindex] = found ?
-			json_to_datum(value, col, page->server_name,
-						  &nulls[col->attindex]) : (Datum) 0;
-		if (!found)
-			nulls[col->attindex] = true;
+		values[col->attindex] = json_to_datum(value, col, page->server_name,
+											  &nulls[col->attindex]);
 	}
 
 	error_context_stack = errcallback.previous;
@@ -272,24 +226,23 @@ row_to_values(GhlJsonPage *page, int row, GhlColumnMap *columns, int ncolumns,
  * value of the one with this id.
  */
 static bool
-custom_field_value(json_object *obj, const char *id, json_object **value)
+custom_field_value(GhlJson *obj, const char *id, GhlJson **value)
 {
-	json_object *fields;
-	size_t		i;
+	GhlJson    *fields = ghl_json_get(obj, "customFields");
+	int			i;
 
-	if (!json_object_object_get_ex(obj, "customFields", &fields) ||
-		!json_object_is_type(fields, json_type_array))
+	if (fields == NULL || fields->type != GHL_JSON_ARRAY)
 		return false;
-	for (i = 0; i < json_object_array_length(fields); i++)
+	for (i = 0; i < fields->len; i++)
 	{
-		json_object *field = json_object_array_get_idx(fields, i);
-		json_object *field_id;
+		GhlJson    *field_id = ghl_json_get(fields->val.elems[i], "id");
 
-		if (json_object_is_type(field, json_type_object) &&
-			json_object_object_get_ex(field, "id", &field_id) &&
-			json_object_is_type(field_id, json_type_string) &&
-			strcmp(json_object_get_string(field_id), id) == 0)
-			return json_object_object_get_ex(field, "value", value);
+		if (field_id != NULL && field_id->type == GHL_JSON_STRING &&
+			strcmp(field_id->val.text, id) == 0)
+		{
+			*value = ghl_json_get(fields->val.elems[i], "value");
+			return *value != NULL;
+		}
 	}
 	return false;
 }
@@ -310,19 +263,19 @@ conversion_error_callback(void *arg)
  * errors) apply.
  */
 static Datum
-json_to_datum(json_object *value, GhlColumnMap *col, const char *server_name,
+json_to_datum(GhlJson *value, GhlColumnMap *col, const char *server_name,
 			  bool *isnull)
 {
 	*isnull = false;
 
-	if (value == NULL || json_object_is_type(value, json_type_null))
+	if (value == NULL || value->type == GHL_JSON_NULL)
 	{
 		*isnull = true;
 		return (Datum) 0;
 	}
 
-	if (col->typid == JSONBOID && (json_object_is_type(value, json_type_object) ||
-									json_object_is_type(value, json_type_array)))
+	if (col->typid == JSONBOID &&
+		(value->type == GHL_JSON_OBJECT || value->type == GHL_JSON_ARRAY))
 		return json_to_jsonb(value, server_name);
 	if (col->is_json)
 		return InputFunctionCall(&col->input,
@@ -338,19 +291,19 @@ json_to_datum(json_object *value, GhlColumnMap *col, const char *server_name,
 		int			dims[1];
 		int			lbs[1] = {1};
 
-		if (!json_object_is_type(value, json_type_array))
+		if (value->type != GHL_JSON_ARRAY)
 			ereport(ERROR,
 					(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
 					 errmsg("expected a JSON array, got %s",
-							json_type_to_name(json_object_get_type(value)))));
-		n = (int) json_object_array_length(value);
+							ghl_json_type_name(value))));
+		n = value->len;
 		elems = palloc(sizeof(Datum) * Max(n, 1));
 		elemnulls = palloc(sizeof(bool) * Max(n, 1));
 		for (i = 0; i < n; i++)
 		{
-			json_object *elem = json_object_array_get_idx(value, i);
+			GhlJson    *elem = value->val.elems[i];
 
-			elemnulls[i] = (elem == NULL || json_object_is_type(elem, json_type_null));
+			elemnulls[i] = (elem->type == GHL_JSON_NULL);
 			elems[i] = elemnulls[i] ? (Datum) 0 :
 				scalar_to_datum(elem, col->elemtypid, &col->input, col->ioparam, -1,
 								col->is_timestamp, server_name);
@@ -392,16 +345,15 @@ utc_if_zoneless(const char *text)
  * recognize, goes through the type's input function.
  */
 static Datum
-scalar_to_datum(json_object *value, Oid typid, FmgrInfo *input, Oid ioparam,
+scalar_to_datum(GhlJson *value, Oid typid, FmgrInfo *input, Oid ioparam,
 				int32 typmod, bool is_timestamp, const char *server_name)
 {
-	switch (json_object_get_type(value))
+	switch (value->type)
 	{
-		case json_type_string:
+		case GHL_JSON_STRING:
 			{
 				int			len;
-				const char *str = server_string(json_object_get_string(value),
-												json_object_get_string_len(value),
+				const char *str = server_string(value->val.text, value->len,
 												server_name, &len);
 
 				if (typid == TEXTOID)
@@ -422,20 +374,19 @@ scalar_to_datum(json_object *value, Oid typid, FmgrInfo *input, Oid ioparam,
 				}
 				return InputFunctionCall(input, (char *) str, ioparam, typmod);
 			}
-		case json_type_boolean:
+		case GHL_JSON_BOOL:
 			if (typid == BOOLOID)
-				return BoolGetDatum(json_object_get_boolean(value));
+				return BoolGetDatum(value->val.boolean);
 			break;
-		case json_type_int:
-		case json_type_double:
+		case GHL_JSON_NUMBER:
 			/* the API writes some dates as epoch milliseconds */
 			if (is_timestamp)
 				return epoch_ms_to_timestamp(value, server_name);
 			break;
-		case json_type_object:
-		case json_type_array:
+		case GHL_JSON_OBJECT:
+		case GHL_JSON_ARRAY:
 			break;
-		case json_type_null:
+		case GHL_JSON_NULL:
 			elog(ERROR, "unexpected JSON null");
 	}
 	return InputFunctionCall(input, (char *) json_text(value, server_name),
@@ -537,12 +488,12 @@ iso_timestamptz(const char *text, TimestampTz *result)
 }
 
 /*
- * A JSON object or array as jsonb, built from json-c's tree: no text in
+ * A JSON object or array as jsonb, built from the parsed tree: no text in
  * between to write and parse again.  Strings are checked like
  * server_string's; numbers keep the text they came as.
  */
 static Datum
-json_to_jsonb(json_object *value, const char *server_name)
+json_to_jsonb(GhlJson *value, const char *server_name)
 {
 	JsonbValue	root;
 
@@ -551,41 +502,37 @@ json_to_jsonb(json_object *value, const char *server_name)
 }
 
 /*
- * Build the JsonbValue of a json-c value, containers included, in
+ * Build the JsonbValue of a parsed value, containers included, in
  * CurrentMemoryContext.  An object's pairs are put in the order jsonb
  * keeps (see object_key_order()), so that the tree is ready to serialize.
  */
 static void
-jsonb_value(json_object *value, JsonbValue *out, const char *server_name)
+jsonb_value(GhlJson *value, JsonbValue *out, const char *server_name)
 {
 	int			len;
+	int			i;
 
 	check_stack_depth();
-	switch (json_object_get_type(value))
+	switch (value->type)
 	{
-		case json_type_object:
+		case GHL_JSON_OBJECT:
 			{
-				int			n = json_object_object_length(value);
+				int			n = value->len;
 				JsonbPair  *pairs = palloc(sizeof(JsonbPair) * Max(n, 1));
-				json_object **values = palloc(sizeof(json_object *) * Max(n, 1));
 				int		   *order = palloc(sizeof(int) * Max(n, 1));
-				struct json_object_iterator it = json_object_iter_begin(value);
-				struct json_object_iterator end = json_object_iter_end(value);
-				int			i = 0;
 				int			kept;
 
-				for (; !json_object_iter_equal(&it, &end) && i < n;
-					 json_object_iter_next(&it), i++)
+				for (i = 0; i < n; i++)
 				{
-					const char *key = json_object_iter_peek_name(&it);
+					const GhlJsonMember *member = &value->val.members[i];
 
 					pairs[i].key.type = jbvString;
 					pairs[i].key.val.string.val =
-						(char *) server_string(key, strlen(key), server_name, &len);
+						(char *) server_string(member->key, member->keylen,
+											   server_name, &len);
 					pairs[i].key.val.string.len = len;
-					values[i] = json_object_iter_peek_value(&it);
 				}
-				kept = object_key_order(pairs, i, order);
+				kept = object_key_order(pairs, n, order);
 
 				out->type = jbvObject;
 				out->val.object.nPairs = kept;
@@ -596,43 +543,35 @@ jsonb_value(json_object *value, JsonbValue *out, const char *server_name)
 
 					pair->key = pairs[order[i]].key;
 					pair->order = i;
-					jsonb_value(values[order[i]], &pair->value, server_name);
+					jsonb_value(value->val.members[order[i]].value, &pair->value,
+								server_name);
 				}
 				pfree(pairs);
-				pfree(values);
 				pfree(order);
 				return;
 			}
-		case json_type_array:
-			{
-				int			n = (int) json_object_array_length(value);
-				int			i;
-
-				out->type = jbvArray;
-				out->val.array.rawScalar = false;
-				out->val.array.nElems = n;
-				out->val.array.elems = palloc(sizeof(JsonbValue) * Max(n, 1));
-				for (i = 0; i < n; i++)
-					jsonb_value(json_object_array_get_idx(value, i),
-								&out->val.array.elems[i], server_name);
-				return;
-			}
-		case json_type_null:
+		case GHL_JSON_ARRAY:
+			out->type = jbvArray;
+			out->val.array.rawScalar = false;
+			out->val.array.nElems = value->len;
+			out->val.array.elems = palloc(sizeof(JsonbValue) * Max(value->len, 1));
+			for (i = 0; i < value->len; i++)
+				jsonb_value(value->val.elems[i], &out->val.array.elems[i], server_name);
+			return;
+		case GHL_JSON_NULL:
 			out->type = jbvNull;
 			return;
-		case json_type_boolean:
+		case GHL_JSON_BOOL:
 			out->type = jbvBool;
-			out->val.boolean = json_object_get_boolean(value);
+			out->val.boolean = value->val.boolean;
 			return;
-		case json_type_string:
+		case GHL_JSON_STRING:
 			out->type = jbvString;
-			out->val.string.val = (char *) server_string(json_object_get_string(value),
-														 json_object_get_string_len(value),
+			out->val.string.val = (char *) server_string(value->val.text, value->len,
 														 server_name, &len);
 			out->val.string.len = len;
 			return;
-		case json_type_int:
-		case json_type_double:
+		case GHL_JSON_NUMBER:
 			out->type = jbvNumeric;
 			out->val.numeric = DatumGetNumeric(OidInputFunctionCall(F_NUMERIC_IN,
 																	(char *) json_text(value, server_name),
@@ -808,27 +747,26 @@ server_string(const char *s, int len, const char *server_name, int *outlen)
 
 /*
  * A JSON value as JSON text, with its strings checked like server_string's
- * (json-c writes invalid bytes out as they came): for json and jsonb
+ * (the parser keeps invalid bytes as they came): for json and jsonb
  * columns, and for objects, arrays, numbers and booleans read into other
  * types.  One pass over the text, however deep the value.
  */
 static const char *
-json_text(json_object *value, const char *server_name)
+json_text(GhlJson *value, const char *server_name)
 {
-	size_t		len;
-	const char *text;
+	StringInfoData buf;
 
-	/* json-c also reads NaN and Infinity, which are no JSON numbers */
-	if (json_object_is_type(value, json_type_double) &&
-		!isfinite(json_object_get_double(value)))
+	if (value->nonfinite)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
 				 errmsg("GHL server \"%s\" returned a number JSON does not allow",
 						server_name),
 				 errdetail("NaN and Infinity are not JSON numbers.")));
-	text = json_object_to_json_string_length(value, JSON_C_TO_STRING_PLAIN, &len);
-
-	return server_string(text, (int) len, server_name, NULL);
+	if (value->type == GHL_JSON_NUMBER)
+		return value->val.text;
+	initStringInfo(&buf);
+	ghl_json_write(&buf, value);
+	return server_string(buf.data, buf.len, server_name, NULL);
 }
 
 /*
@@ -838,17 +776,18 @@ json_text(json_object *value, const char *server_name)
  * wrapped or invalid timestamp.
  */
 static Datum
-epoch_ms_to_timestamp(json_object *value, const char *server_name)
+epoch_ms_to_timestamp(GhlJson *value, const char *server_name)
 {
+	int64		ms;
 	int64		us = 0;
 	TimestampTz ts = 0;
 	bool		ok;
 
-	if (json_object_is_type(value, json_type_int))
-		ok = !pg_mul_s64_overflow(json_object_get_int64(value), 1000, &us);
+	if (ghl_json_int64(value, &ms))
+		ok = !pg_mul_s64_overflow(ms, 1000, &us);
 	else
 	{
-		double		d = rint(json_object_get_double(value) * 1000.0);
+		double		d = rint(strtod(value->val.text, NULL) * 1000.0);
 
 		ok = !isnan(d) && FLOAT8_FITS_IN_INT64(d);
 		if (ok)
@@ -862,8 +801,7 @@ epoch_ms_to_timestamp(json_object *value, const char *server_name)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
 				 errmsg("GHL server \"%s\" returned a timestamp out of range: %s epoch milliseconds",
-						server_name,
-						json_object_to_json_string_ext(value, JSON_C_TO_STRING_PLAIN))));
+						server_name, value->val.text)));
 	return TimestampTzGetDatum(ts);
 }
 
@@ -874,29 +812,32 @@ epoch_ms_to_timestamp(json_object *value, const char *server_name)
 bool
 ghl_json_row_has_field(GhlJsonPage *page, int row, const char *field)
 {
-	return json_object_object_get_ex(row_object(page, row), field, NULL);
+	return ghl_json_get(row_object(page, row), field) != NULL;
 }
 
 /*
  * Remove a field from a row, or set it: a webhook's envelope
  * is not part of its record ("type" is the event's, not the contact's),
  * and an event can say what its payload leaves out (TaskComplete:
- * completed).
+ * completed).  Rows that are no objects have no fields to change.
  */
 void
 ghl_json_row_remove_field(GhlJsonPage *page, int row, const char *field)
 {
-	json_object_object_del(row_object(page, row), field);
+	GhlJson    *obj = row_object(page, row);
+
+	if (obj->type == GHL_JSON_OBJECT)
+		ghl_json_remove(obj, field);
 }
 
 void
 ghl_json_row_set_bool(GhlJsonPage *page, int row, const char *field, bool value)
 {
-	if (json_object_object_add(row_object(page, row), field,
-							   json_object_new_boolean(value)) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("out of memory")));
+	GhlJson    *obj = row_object(page, row);
+
+	if (obj->type == GHL_JSON_OBJECT)
+		ghl_json_put(obj, field, ghl_json_scalar(GHL_JSON_BOOL, value),
+					 GetMemoryChunkContext(page));
 }
 
 /*
@@ -906,13 +847,11 @@ ghl_json_row_set_bool(GhlJsonPage *page, int row, const char *field, bool value)
 void
 ghl_json_row_null_if_absent(GhlJsonPage *page, int row, const char *field)
 {
-	json_object *obj = row_object(page, row);
+	GhlJson    *obj = row_object(page, row);
 
-	if (!json_object_object_get_ex(obj, field, NULL) &&
-		json_object_object_add(obj, field, NULL) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("out of memory")));
+	if (obj->type == GHL_JSON_OBJECT && ghl_json_get(obj, field) == NULL)
+		ghl_json_put(obj, field, ghl_json_scalar(GHL_JSON_NULL, false),
+					 GetMemoryChunkContext(page));
 }
 
 /*
@@ -922,12 +861,14 @@ ghl_json_row_null_if_absent(GhlJsonPage *page, int row, const char *field)
 char *
 ghl_json_row_cursor(GhlJsonPage *page, int row)
 {
-	json_object *cursor;
+	GhlJson    *cursor = ghl_json_get(row_object(page, row), "searchAfter");
+	StringInfoData buf;
 
-	if (!json_object_object_get_ex(row_object(page, row), "searchAfter", &cursor) ||
-		!json_object_is_type(cursor, json_type_array))
+	if (cursor == NULL || cursor->type != GHL_JSON_ARRAY)
 		return NULL;
-	return pstrdup(json_object_to_json_string_ext(cursor, JSON_C_TO_STRING_PLAIN));
+	initStringInfo(&buf);
+	ghl_json_write(&buf, cursor);
+	return buf.data;
 }
 
 /*
@@ -1141,14 +1082,11 @@ ghl_json_page_strings(GhlJsonPage *page, const char *key)
 
 	for (i = 0; i < page->nrows; i++)
 	{
-		json_object *value;
+		GhlJson    *value = ghl_json_get(row_object(page, i), key);
 
-		if (json_object_is_type(row_object(page, i), json_type_object) &&
-			json_object_object_get_ex(row_object(page, i), key, &value) &&
-			json_object_is_type(value, json_type_string))
+		if (value != NULL && value->type == GHL_JSON_STRING)
 			result = lappend(result,
-							 pstrdup(server_string(json_object_get_string(value),
-												   json_object_get_string_len(value),
+							 pstrdup(server_string(value->val.text, value->len,
 												   page->server_name, NULL)));
 		else
 			result = lappend(result, NULL);
@@ -1266,6 +1204,20 @@ struct GhlJsonBody
 };
 
 static json_object *parse_value(const char *json_text);
+
+/*
+ * Memory context reset callback: release the json-c document whose root
+ * pointer arg points to.
+ */
+static void
+release_json(void *arg)
+{
+	json_object **root = (json_object **) arg;
+
+	if (*root)
+		json_object_put(*root);
+	*root = NULL;
+}
 
 /*
  * An empty body that belongs to CurrentMemoryContext.
