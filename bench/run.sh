@@ -95,6 +95,14 @@ IMPORT FOREIGN SCHEMA ghl FROM SERVER $name INTO $name;
 SQL
 }
 
+# until no sync worker (one refreshing statistics after its answer) is left
+wait_for_sync_workers() {
+    while [ "$(bench_sql -c "SELECT count(*) FROM pg_stat_activity
+                             WHERE backend_type = 'ghl_fdw sync'")" != 0 ]; do
+        sleep 0.1
+    done
+}
+
 mock_stats() {
     curl -sS "$MOCK_URL/_mock/stats?location=$1"
 }
@@ -146,6 +154,9 @@ bench_sql -c "SELECT status FROM ghl_fdw.sync('warm', '{contacts}')" >/dev/null
 note sync "$(timed_sql "SELECT status, rows_upserted, error FROM ghl_fdw.sync('ghl', '{contacts}')")"
 echo "sync: $(head -1 "$work/out")"
 note sync_status "$(head -1 "$work/out" | cut -d'|' -f1)"
+# sync() answers before its worker analyzes the new table: the peers
+# start only once that is done, so that it takes none of their time
+wait_for_sync_workers
 note plpgsql "$(bench_sql -v url="$MOCK_URL" -v location="$main_location" -v token=pit-mock-token \
     -f bench/plpgsql_loop.sql | tail -1)"
 note etl "$(PGDATABASE=ghl_bench "$PYTHON" bench/etl.py "$MOCK_URL" | awk '{ print $1 }')"

@@ -698,7 +698,9 @@ extern const char *ghl_target_column(GhlTarget *target, int column);
 extern GhlRows *ghl_target_read(GhlTarget *target, const char *location_id,
 								const char *column, List *keys, int limit);
 extern List *ghl_target_upsert(GhlTarget *target, GhlRows *rows);
-extern void ghl_target_analyze(GhlTarget *target, int64 changed);
+extern bool ghl_target_stale_statistics(GhlTarget *target, int64 changed);
+extern Oid	ghl_target_relid(GhlTarget *target);
+extern void ghl_target_analyze(Oid relid);
 extern List *ghl_target_replace_children(GhlTarget *target,
 										 const char *location_id,
 										 List *contact_ids, List *seen_ids,
@@ -724,6 +726,7 @@ typedef enum GhlSyncHost
 	GHL_HOST_TRANSACTION		/* one step in the caller's transaction */
 } GhlSyncHost;
 
+extern void ghl_sync_analyze_later(void);
 extern bool ghl_sync_execute(GhlSyncHost host, Oid serverid, int64 run_id,
 							 const bool *resources, bool full,
 							 const char *contact_id);

@@ -63,6 +63,9 @@ static void run_finish(GhlSyncRun *run);
 static void run_fail(GhlSyncRun *run, ErrorData *edata);
 static char *progress_json(GhlSyncRun *run);
 
+/* the tables whose statistics a worker refreshes after answering, by OID */
+static List *analyze_later = NIL;
+
 /* the name of each resource, by GhlResourceKind */
 static const char *const resource_names[GHL_NUM_RESOURCES] = {
 	"contacts", "tasks", "notes", "appointments"
@@ -340,12 +343,49 @@ run_finish(GhlSyncRun *run)
 		if (watermark[r] != 0)
 			ghl_state_set_watermark(server, run->options->location_id,
 									resource_names[r], watermark[r]);
-		ghl_target_analyze(run->targets[r], run->upserted[r] + run->deleted[r]);
+		if (!ghl_target_stale_statistics(run->targets[r],
+										 run->upserted[r] + run->deleted[r]))
+			continue;
+		if (run->host == GHL_HOST_WORKER)
+		{
+			MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+
+			analyze_later = lappend_oid(analyze_later,
+										ghl_target_relid(run->targets[r]));
+			MemoryContextSwitchTo(oldcxt);
+		}
+		else
+			ghl_target_analyze(ghl_target_relid(run->targets[r]));
 	}
 	ghl_sync_report(run, "succeeded", NULL, watermark);
 	if (run->contact_id == NULL)
 		ghl_ledger_prune(server);
 	ghl_sync_step_end(run);
+}
+
+/*
+ * A worker's caller has its answer once the run's last step commits; the
+ * statistics its tables need come after, in transactions of the worker's
+ * own (ANALYZE of a large table takes a good part of a second, and the
+ * rows it reads are committed already).  The worker calls this once it
+ * has answered.
+ */
+void
+ghl_sync_analyze_later(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, analyze_later)
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		ghl_target_analyze(lfirst_oid(lc));
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	list_free(analyze_later);
+	analyze_later = NIL;
 }
 
 /*

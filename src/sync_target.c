@@ -1040,29 +1040,46 @@ ghl_target_sweep(GhlTarget *target, const char *location_id, TimestampTz before)
 }
 
 /*
- * Refresh the planner's statistics of a table a run changed much, or that
- * has none yet: right after a first sync, reports and enrich() would
- * otherwise be planned for an empty table, and autovacuum may come only
- * a minute later.
+ * Whether a run that changed this many rows of a table should refresh its
+ * planner statistics: when it changed many, or the table has none yet.
+ * Right after a first sync, reports and enrich() would otherwise be
+ * planned for an empty table, and autovacuum may come only a minute
+ * later.
  */
-void
-ghl_target_analyze(GhlTarget *target, int64 changed)
+bool
+ghl_target_stale_statistics(GhlTarget *target, int64 changed)
 {
 	HeapTuple	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(target->relid));
 	float4		reltuples;
-	int			nestlevel;
 
 	if (!HeapTupleIsValid(tp))
-		return;
+		return false;
 	reltuples = ((Form_pg_class) GETSTRUCT(tp))->reltuples;
 	ReleaseSysCache(tp);
-	if (changed < GHL_ANALYZE_MIN_CHANGES && reltuples >= 0)
-		return;
+	return changed >= GHL_ANALYZE_MIN_CHANGES || reltuples < 0;
+}
 
+Oid
+ghl_target_relid(GhlTarget *target)
+{
+	return target->relid;
+}
+
+/* ANALYZE a sync table, unless it is gone meanwhile. */
+void
+ghl_target_analyze(Oid relid)
+{
+	char	   *relname = get_rel_name(relid);
+	char	   *nspname = get_namespace_name(get_rel_namespace(relid));
+	int			nestlevel;
+
+	if (relname == NULL || nspname == NULL)
+		return;
 	pin_search_path(&nestlevel);
 	SPI_connect();
-	if (SPI_execute(psprintf("ANALYZE %s", target->qualified), false, 0) < 0)
-		elog(ERROR, "could not analyze sync table %s", target->qualified);
+	if (SPI_execute(psprintf("ANALYZE %s", quote_qualified_identifier(nspname, relname)),
+					false, 0) < 0)
+		elog(ERROR, "could not analyze sync table %s.%s", nspname, relname);
 	SPI_finish();
 	AtEOXact_GUC(true, nestlevel);
 }

@@ -62,10 +62,11 @@ typedef struct GhlSyncJob
 	int64		run_id;
 	bool		resources[GHL_NUM_RESOURCES];
 	bool		full;
+	Latch	   *caller_latch;	/* set when the answer is in */
 
 	/* set by the worker */
 	pid_t		pid;
-	bool		done;
+	bool		done;			/* the run's answer is in */
 	int			sqlerrcode;		/* the run could not start; 0 if it did */
 	char		message[1024];
 	char		detail[1024];
@@ -244,6 +245,40 @@ sync_job_stop(GhlSyncJob *job, BackgroundWorkerHandle *handle)
 }
 
 /*
+ * Wait until the worker has answered (it may go on to refresh statistics,
+ * see ghl_sync_analyze_later()) or has stopped without answering.
+ */
+static void
+sync_job_wait(GhlSyncJob *job, BackgroundWorkerHandle *handle, Oid serverid)
+{
+	for (;;)
+	{
+		pid_t		pid;
+
+		pg_read_barrier();
+		if (job->done)
+			return;
+		switch (GetBackgroundWorkerPid(handle, &pid))
+		{
+			case BGWH_STOPPED:
+				return;
+			case BGWH_POSTMASTER_DIED:
+				ereport(ERROR,
+						(errcode(ERRCODE_ADMIN_SHUTDOWN),
+						 errmsg("the server shut down while syncing GHL server \"%s\"",
+								GetForeignServer(serverid)->servername)));
+				break;
+			default:
+				break;
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH, -1L,
+						 WAIT_EVENT_BGWORKER_SHUTDOWN);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
  * Run a sync in a background worker and wait for it.  A failure to start
  * the run at all is raised here as the worker's error.
  */
@@ -263,6 +298,7 @@ sync_in_worker(Oid serverid, int64 run_id, const bool *resources, bool full)
 	job->run_id = run_id;
 	memcpy(job->resources, resources, sizeof(job->resources));
 	job->full = full;
+	job->caller_latch = MyLatch;
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -286,11 +322,7 @@ sync_in_worker(Oid serverid, int64 run_id, const bool *resources, bool full)
 
 	PG_TRY();
 	{
-		if (WaitForBackgroundWorkerShutdown(handle) != BGWH_STOPPED)
-			ereport(ERROR,
-					(errcode(ERRCODE_ADMIN_SHUTDOWN),
-					 errmsg("the server shut down while syncing GHL server \"%s\"",
-							GetForeignServer(serverid)->servername)));
+		sync_job_wait(job, handle, serverid);
 	}
 	PG_CATCH();
 	{
@@ -407,6 +439,10 @@ ghl_sync_worker_main(Datum arg)
 
 	pg_write_barrier();
 	job->done = true;
+	SetLatch(job->caller_latch);
+
+	pgstat_report_activity(STATE_RUNNING, "ghl_fdw sync: statistics");
+	ghl_sync_analyze_later();
 	dsm_detach(seg);
 	proc_exit(0);
 }

@@ -197,6 +197,20 @@ class SyncProcessTest(unittest.TestCase):
         finally:
             drop_server("ghl_py_twin", twin)
 
+    def test_statistics_follow_the_answer(self):
+        """sync() answers once the run's rows and ledger are committed; its
+        worker then analyzes the table the run created, and ends."""
+        mock("POST", "/_mock/reset", {"contacts": 100, "seed": 42})
+        self.assertEqual(sync(", '{contacts}'")["contacts"][1], "succeeded")
+        wait_until(lambda: psql_value(f"""
+            SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables
+            WHERE schemaname = '{SCHEMA}' AND relname = 'contacts'""") == "t", 30)
+        wait_until(lambda: psql_value("""
+            SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'ghl_fdw sync'""") == "0",
+                   30)
+        self.assertEqual(psql_value(f"""
+            SELECT reltuples FROM pg_class WHERE oid = '{SCHEMA}.contacts'::regclass"""), "100")
+
     def test_cron_jobs_succeed_and_fail(self):
         """A job made by schedule_sync syncs; a job whose run fails is
         recorded as failed by pg_cron, and its ledger rows say why."""
