@@ -698,6 +698,7 @@ extern const char *ghl_target_column(GhlTarget *target, int column);
 extern GhlRows *ghl_target_read(GhlTarget *target, const char *location_id,
 								const char *column, List *keys, int limit);
 extern List *ghl_target_upsert(GhlTarget *target, GhlRows *rows);
+extern void ghl_target_insert_first(GhlTarget *target);
 extern bool ghl_target_stale_statistics(GhlTarget *target, int64 changed);
 extern Oid	ghl_target_relid(GhlTarget *target);
 extern void ghl_target_analyze(Oid relid);

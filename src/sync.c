@@ -193,9 +193,13 @@ run_begin(GhlSyncRun *run)
 	for (r = 0; r < GHL_NUM_RESOURCES; r++)
 	{
 		if (run->wanted[r] || r == GHL_RESOURCE_CONTACTS)
+		{
 			run->targets[r] = ghl_target_open(options->sync_schema,
 											  ghl_resource_by_name(resource_names[r]),
 											  true, run->cxt);
+			if (run->contact_id == NULL)
+				ghl_target_insert_first(run->targets[r]);
+		}
 	}
 
 	if (run->contact_id == NULL)
