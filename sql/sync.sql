@@ -36,6 +36,16 @@ SELECT (SELECT watermark FROM ghl_fdw.sync_state WHERE server_name = 'ghl' AND r
 SELECT resource, mode, status, error IS NULL AS no_error, age < interval '1 minute' AS recent
 FROM ghl_fdw.sync_status WHERE server_name = 'ghl' ORDER BY resource;
 -- the new tables have statistics: reports are planned for their rows
+-- (sync() answers first, its worker analyzes them right after)
+DO $$
+BEGIN
+    FOR i IN 1..300 LOOP
+        PERFORM pg_stat_clear_snapshot();
+        EXIT WHEN NOT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'ghl_fdw sync');
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END
+$$;
 SELECT relname, reltuples::bigint = (xpath('/row/n/text()',
            query_to_xml(format('SELECT count(*) AS n FROM rankr.%I', relname), false, true, '')))[1]::text::bigint
            AS analyzed

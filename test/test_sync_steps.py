@@ -131,7 +131,9 @@ class SyncStepsTest(unittest.TestCase):
             wait_until(lambda: int(psql_value(f"""
                 SELECT coalesce(max((cursor->>'done')::int), 0) FROM ghl_fdw.sync_passes
                 WHERE server_name = '{SERVER}' AND pass = 'full'""") or 0) >= 5000, 300)
-            worker = int(psql_value("SELECT pid FROM pg_stat_activity WHERE backend_type = 'ghl_fdw sync'"))
+            worker = int(psql_value("""
+                SELECT pid FROM pg_stat_activity
+                WHERE backend_type = 'ghl_fdw sync' AND query <> 'ghl_fdw sync: statistics'"""))
             os.kill(worker, signal.SIGKILL)
             api.kill()
             api.wait()
