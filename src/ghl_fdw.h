@@ -527,7 +527,7 @@ typedef struct GhlJsonMember
 {
 	const char *key;			/* decoded, NUL-terminated */
 	int			keylen;			/* bytes, NULs from "\u0000" included */
-	uint32		hash;			/* hash_bytes() of the key */
+	uint32		hash;			/* of the key, see json_parse.c */
 	GhlJson    *value;
 } GhlJsonMember;
 
@@ -549,6 +549,7 @@ struct GhlJson
 extern GhlJson *ghl_json_parse(const char *data, size_t len,
 							   const char *server_name);
 extern GhlJson *ghl_json_get(const GhlJson *object, const char *key);
+extern GhlJson *ghl_json_get_at(const GhlJson *object, const char *key, int *at);
 extern void ghl_json_remove(GhlJson *object, const char *key);
 extern void ghl_json_put(GhlJson *object, const char *key, GhlJson *value,
 						 MemoryContext cxt);
@@ -583,6 +584,8 @@ typedef struct GhlColumnMap
 	char		elemalign;
 	bool		is_timestamp;	/* accepts epoch milliseconds too */
 	bool		is_json;		/* json/jsonb: any JSON value fits */
+	int			field_at;		/* where field was in the last row, a hint */
+	int			search_field_at;	/* the same for search_field */
 } GhlColumnMap;
 
 extern GhlJsonPage *ghl_json_parse_page(const char *data, size_t len,

@@ -207,9 +207,9 @@ row_to_values(GhlJsonPage *page, int row, GhlColumnMap *columns, int ncolumns,
 		else
 		{
 			if (use_search_fields && col->search_field)
-				value = ghl_json_get(obj, col->search_field);
+				value = ghl_json_get_at(obj, col->search_field, &col->search_field_at);
 			if (value == NULL)
-				value = ghl_json_get(obj, col->field);
+				value = ghl_json_get_at(obj, col->field, &col->field_at);
 		}
 
 		if (value == NULL && keep_missing)

@@ -27,7 +27,6 @@
  */
 #include "ghl_fdw.h"
 
-#include "common/hashfn.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "lib/stringinfo.h"
@@ -51,8 +50,6 @@ typedef struct JsonParser
 	GhlJsonMember *members;		/* members of the open objects */
 	int			nmembers;
 	int			max_members;
-	int		   *slots;			/* hash table of one object's keys */
-	int			max_slots;
 	const char *server_name;
 } JsonParser;
 
@@ -68,6 +65,29 @@ static char *parse_string(JsonParser *p, int *len);
 static void keep_last_of_each_key(JsonParser *p, int first);
 static void *parser_alloc(JsonParser *p, Size size);
 static void pg_attribute_noreturn() parse_error(JsonParser *p, const char *what);
+
+/*
+ * The hash of a key (FNV-1a): keys are short, and every key of every row
+ * is hashed, so a call to hash_bytes() costs more than the hashing.
+ */
+static inline uint32
+key_hash(const char *key, int len)
+{
+	uint32		h = 2166136261u;
+	int			i;
+
+	for (i = 0; i < len; i++)
+		h = (h ^ (unsigned char) key[i]) * 16777619u;
+	return h;
+}
+
+/* white space ends at the NUL after the copy's end, too */
+static inline void
+skip_space(JsonParser *p)
+{
+	while (*p->cur == ' ' || *p->cur == '\n' || *p->cur == '\r' || *p->cur == '\t')
+		p->cur++;
+}
 
 /*
  * Parse a whole response body into a tree in CurrentMemoryContext.  Text
@@ -88,9 +108,7 @@ ghl_json_parse(const char *data, size_t len, const char *server_name)
 	p.server_name = server_name;
 
 	root = parse_value(&p, 0);
-	while (p.cur < p.end && (*p.cur == ' ' || *p.cur == '\t' ||
-							 *p.cur == '\n' || *p.cur == '\r'))
-		p.cur++;
+	skip_space(&p);
 	if (p.cur < p.end)
 		parse_error(&p, "Unexpected data after the document");
 
@@ -98,8 +116,6 @@ ghl_json_parse(const char *data, size_t len, const char *server_name)
 		pfree(p.elems);
 	if (p.members)
 		pfree(p.members);
-	if (p.slots)
-		pfree(p.slots);
 	return root;
 }
 
@@ -132,13 +148,6 @@ parser_alloc(JsonParser *p, Size size)
 	p->block += size;
 	p->block_free -= size;
 	return result;
-}
-
-static inline void
-skip_space(JsonParser *p)
-{
-	while (*p->cur == ' ' || *p->cur == '\n' || *p->cur == '\r' || *p->cur == '\t')
-		p->cur++;
 }
 
 /* the literal word at the cursor, or an error */
@@ -219,7 +228,7 @@ parse_object(JsonParser *p, int depth)
 			}
 			member = &p->members[p->nmembers];
 			member->key = parse_string(p, &member->keylen);
-			member->hash = hash_bytes((const unsigned char *) member->key, member->keylen);
+			member->hash = key_hash(member->key, member->keylen);
 			skip_space(p);
 			if (*p->cur != ':')
 				parse_error(p, "Expected a colon");
@@ -250,59 +259,89 @@ parse_object(JsonParser *p, int depth)
 	return object;
 }
 
+/* members of one object this size or smaller are compared pairwise */
+#define GHL_JSON_PAIRWISE_MEMBERS 64
+
+static inline bool
+same_key(const GhlJsonMember *a, const GhlJsonMember *b)
+{
+	return a->hash == b->hash && a->keylen == b->keylen &&
+		memcmp(a->key, b->key, a->keylen) == 0;
+}
+
+/* qsort order of member positions: by key, then by position */
+static int
+member_position_cmp(const void *a, const void *b, void *arg)
+{
+	const GhlJsonMember *members = arg;
+	int			x = *(const int *) a;
+	int			y = *(const int *) b;
+	const GhlJsonMember *mx = &members[x];
+	const GhlJsonMember *my = &members[y];
+	int			c;
+
+	if (mx->keylen != my->keylen)
+		return mx->keylen < my->keylen ? -1 : 1;
+	c = memcmp(mx->key, my->key, mx->keylen);
+	if (c != 0)
+		return c;
+	return (x > y) - (x < y);
+}
+
 /*
  * A key given twice keeps its first place and its last value, as json-c
- * did: drop the later members of a key after moving their value forward.
- * A hash table over the keys keeps this linear, however many keys a
- * hostile object has.
+ * did: move the later values forward and drop the later members.  The
+ * API's objects have a few dozen keys, compared pairwise by hash; larger
+ * ones are sorted, so that a hostile object of many keys whose hashes
+ * collide costs n log n, not n squared.
  */
 static void
 keep_last_of_each_key(JsonParser *p, int first)
 {
+	GhlJsonMember *members = &p->members[first];
 	int			n = p->nmembers - first;
-	int			nslots = 8;
-	int			mask;
+	bool		few_dropped[GHL_JSON_PAIRWISE_MEMBERS];
+	bool	   *dropped = few_dropped;
 	int			kept = 0;
 	int			i;
+	int			j;
 
 	if (n < 2)
 		return;
-	while (nslots < n * 2)
-		nslots *= 2;
-	if (nslots > p->max_slots)
+	if (n > GHL_JSON_PAIRWISE_MEMBERS)
+		dropped = palloc_extended(sizeof(bool) * n, MCXT_ALLOC_HUGE);
+	memset(dropped, 0, sizeof(bool) * n);
+	if (n <= GHL_JSON_PAIRWISE_MEMBERS)
 	{
-		if (p->slots)
-			pfree(p->slots);
-		p->slots = palloc_extended(sizeof(int) * nslots, MCXT_ALLOC_HUGE);
-		p->max_slots = nslots;
+		for (i = 1; i < n; i++)
+			for (j = 0; j < i; j++)
+				if (!dropped[j] && same_key(&members[j], &members[i]))
+				{
+					members[j].value = members[i].value;
+					dropped[i] = true;
+					break;
+				}
 	}
-	memset(p->slots, -1, sizeof(int) * nslots);
-	mask = nslots - 1;
-
-	for (i = 0; i < n; i++)
+	else
 	{
-		GhlJsonMember *member = &p->members[first + i];
-		int			slot = member->hash & mask;
-		bool		repeated = false;
+		int		   *order = palloc_extended(sizeof(int) * n, MCXT_ALLOC_HUGE);
 
-		while (p->slots[slot] >= 0)
+		for (i = 0; i < n; i++)
+			order[i] = i;
+		qsort_arg(order, n, sizeof(int), member_position_cmp, members);
+		for (i = 0; i < n; i = j)
 		{
-			GhlJsonMember *seen = &p->members[first + p->slots[slot]];
-
-			if (seen->hash == member->hash && seen->keylen == member->keylen &&
-				memcmp(seen->key, member->key, member->keylen) == 0)
-			{
-				seen->value = member->value;
-				repeated = true;
-				break;
-			}
-			slot = (slot + 1) & mask;
+			for (j = i + 1; j < n && same_key(&members[order[i]], &members[order[j]]); j++)
+				dropped[order[j]] = true;
+			members[order[i]].value = members[order[j - 1]].value;
 		}
-		if (repeated)
-			continue;
-		p->slots[slot] = kept;
-		p->members[first + kept++] = *member;
+		pfree(order);
 	}
+	for (i = 0; i < n; i++)
+		if (!dropped[i])
+			members[kept++] = members[i];
+	if (dropped != few_dropped)
+		pfree(dropped);
 	p->nmembers = first + kept;
 }
 
@@ -562,27 +601,57 @@ parse_string(JsonParser *p, int *len)
  * ----------------------------------------------------------------
  */
 
-/* The value of key in an object, or NULL if it has none (or is no object). */
-GhlJson *
-ghl_json_get(const GhlJson *object, const char *key)
+/* The position of key among an object's members, or -1. */
+static int
+member_position(const GhlJson *object, const char *key)
 {
 	int			keylen;
 	uint32		hash;
 	int			i;
 
 	if (object == NULL || object->type != GHL_JSON_OBJECT)
-		return NULL;
+		return -1;
 	keylen = strlen(key);
-	hash = hash_bytes((const unsigned char *) key, keylen);
+	hash = key_hash(key, keylen);
 	for (i = 0; i < object->len; i++)
 	{
 		const GhlJsonMember *member = &object->val.members[i];
 
 		if (member->hash == hash && member->keylen == keylen &&
 			memcmp(member->key, key, keylen) == 0)
+			return i;
+	}
+	return -1;
+}
+
+/* The value of key in an object, or NULL if it has none (or is no object). */
+GhlJson *
+ghl_json_get(const GhlJson *object, const char *key)
+{
+	int			i = member_position(object, key);
+
+	return i < 0 ? NULL : object->val.members[i].value;
+}
+
+/*
+ * The same, trying first the member at *at, where the key was last found,
+ * and leaving there where it is now.  The API writes the objects of a kind
+ * with their keys in one order, so that a scan finds most fields of most
+ * rows at once, without hashing the key.
+ */
+GhlJson *
+ghl_json_get_at(const GhlJson *object, const char *key, int *at)
+{
+	if (object != NULL && object->type == GHL_JSON_OBJECT &&
+		*at >= 0 && *at < object->len)
+	{
+		const GhlJsonMember *member = &object->val.members[*at];
+
+		if (strcmp(member->key, key) == 0 && member->keylen == (int) strlen(key))
 			return member->value;
 	}
-	return NULL;
+	*at = member_position(object, key);
+	return *at < 0 ? NULL : object->val.members[*at].value;
 }
 
 /* Remove key from an object, if it has it. */
@@ -632,7 +701,7 @@ ghl_json_put(GhlJson *object, const char *key, GhlJson *value, MemoryContext cxt
 	memcpy(members, object->val.members, sizeof(GhlJsonMember) * object->len);
 	members[object->len].key = MemoryContextStrdup(cxt, key);
 	members[object->len].keylen = strlen(key);
-	members[object->len].hash = hash_bytes((const unsigned char *) key, strlen(key));
+	members[object->len].hash = key_hash(key, strlen(key));
 	members[object->len].value = value;
 	object->val.members = members;
 	object->len++;
