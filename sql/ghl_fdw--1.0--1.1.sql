@@ -746,3 +746,9 @@ REVOKE ALL ON FUNCTION ghl_fdw.forget_dropped_servers() FROM PUBLIC;
 CREATE EVENT TRIGGER ghl_fdw_forget_dropped_servers ON sql_drop
     WHEN TAG IN ('DROP SERVER', 'DROP OWNED')
     EXECUTE FUNCTION ghl_fdw.forget_dropped_servers();
+
+-- The rows a sync is writing, as its own upsert statements read them;
+-- nothing outside them (internal).
+CREATE FUNCTION ghl_fdw._sync_batch() RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'ghl_fdw_sync_batch'
+LANGUAGE C VOLATILE;

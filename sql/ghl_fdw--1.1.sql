@@ -192,6 +192,12 @@ LANGUAGE C;
 COMMENT ON PROCEDURE ghl_fdw.run_sync(text, text[], boolean) IS
   'ghl_fdw.sync committing step by step, failing when the run fails: for CALL from pg_cron';
 
+-- The rows a sync is writing, as its own upsert statements read them;
+-- nothing outside them (internal).
+CREATE FUNCTION ghl_fdw._sync_batch() RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'ghl_fdw_sync_batch'
+LANGUAGE C VOLATILE;
+
 -- Pull one contact with its tasks, notes and appointments now, e.g. from a
 -- trigger when the contact appears on the Rankr side.  It does not wait
 -- for or block a running sync, and leaves the watermarks alone.

@@ -378,6 +378,14 @@ SELECT to_json(first_name) AS first_name, last_name, to_json(tags) AS tags,
        raw->'lastName' AS raw_last_name, raw->'score' AS raw_score,
        raw->>'firstName' = first_name AS same_in_raw
 FROM ghl_tenant.contacts WHERE id = 'sec-json';
+-- the same in an object of more keys than the API's
+SELECT test.raw_fault('^/contacts/sec-json$', 200, 'application/json',
+                      convert_to('{"contact": {"id": "sec-json", "firstName": "first", '
+                                 || string_agg(format('"k%s": %s', g, g), ', ')
+                                 || ', "firstName": "last", "k7": "seven"}}', 'UTF8'))
+FROM generate_series(1, 100) AS g;
+SELECT first_name, (SELECT count(*) FROM jsonb_object_keys(raw)) AS keys, raw->'k7' AS k7
+FROM ghl_tenant.contacts WHERE id = 'sec-json';
 SELECT test.raw_fault('^/contacts/sec-json$', 200, 'application/json',
                       convert_to('{"contact": {"id": "sec-json", "customFields": '
                                  || repeat('[', 70) || repeat(']', 70) || '}}', 'UTF8'));
@@ -385,6 +393,9 @@ SELECT id FROM ghl_tenant.contacts WHERE id = 'sec-json';
 SELECT test.raw_fault('^/contacts/sec-json$', 200, 'application/json',
                       '{"contact": {"id": "sec-json"}} {"contact": {"id": "forged"}}');
 SELECT id FROM ghl_tenant.contacts WHERE id = 'sec-json';
+-- the function through which a sync's statements read the rows they write
+-- has nothing for anyone else
+SELECT * FROM ghl_fdw._sync_batch() AS u(id text);
 RESET ROLE;
 
 -- clean up

@@ -200,6 +200,20 @@ FROM ghl_fdw.refresh_contact('ghl', 'noSuchContact0000000');
 -- a failure is recorded and returned, not raised
 SELECT test.fault('{"method": "GET", "path": "^/contacts/[^/]+$", "status": 500}');
 SELECT resource, status, error FROM ghl_fdw.refresh_contact('ghl', (SELECT id FROM one));
+-- a trigger may read the rows a sync is writing, but only as what they
+-- are: other column types are refused, never reinterpreted
+SELECT test.mock_forget();
+CREATE FUNCTION test.peek_batch() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM * FROM ghl_fdw._sync_batch() AS u(id integer);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER peek_batch BEFORE UPDATE ON rankr.contacts
+    FOR EACH ROW EXECUTE FUNCTION test.peek_batch();
+SELECT resource, status, error FROM ghl_fdw.refresh_contact('ghl', (SELECT id FROM one))
+WHERE resource = 'contacts';
+DROP TRIGGER peek_batch ON rankr.contacts;
+DROP FUNCTION test.peek_batch();
 
 -- NOTIFY: a summary of each run, and the appointments it changed, once
 -- the step that wrote them commits.  psql prints notifications with the

@@ -20,8 +20,9 @@
  * tell the rows it saw from those it did not: what a completed pass did
  * not see is gone upstream.
  *
- * Rows travel as one array per column into a prepared INSERT ... SELECT
- * FROM unnest(...) ON CONFLICT, one statement per batch.
+ * A batch is one prepared INSERT ... SELECT FROM ghl_fdw._sync_batch()
+ * ON CONFLICT, which reads the batch's Datums as they are; a run's rows
+ * that are all new take a plain INSERT.
  *
  * IDENTIFICATION
  *		  src/sync_target.c
@@ -31,12 +32,13 @@
 #include "ghl_fdw.h"
 
 #include "access/htup_details.h"
-#include "access/xact.h"
 #include "access/relation.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/array.h"
@@ -46,6 +48,8 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/syscache.h"
+
+PG_FUNCTION_INFO_V1(ghl_fdw_sync_batch);
 
 /* the columns every target table has besides the resource's own */
 #define GHL_COL_LOCATION	"location_id"
@@ -59,12 +63,6 @@ typedef struct GhlTargetColumn
 {
 	char	   *name;
 	Oid			typid;			/* the table's type of the column */
-	bool		as_text;		/* arrays travel as their text form */
-	int16		typlen;			/* of typid, or of text when as_text */
-	bool		typbyval;
-	char		typalign;
-	Oid			arraytypid;		/* the array type of what travels */
-	FmgrInfo	output;			/* for as_text */
 } GhlTargetColumn;
 
 /* A prepared upsert for one set of columns the source leaves out. */
@@ -119,9 +117,7 @@ static SPIPlanPtr upsert_plan(GhlTarget *target, uint64 absent,
 							  GhlRowsMode mode, bool insert_only);
 static char *upsert_sql(GhlTarget *target, uint64 absent, GhlRowsMode mode,
 						bool insert_only);
-static bool insert_new_rows(GhlTarget *target, GhlRows *rows, Datum *args,
-							const char *nulls, List **changed);
-static Datum column_array(GhlTarget *target, GhlRows *rows, int column);
+static bool insert_new_rows(GhlTarget *target, GhlRows *rows, List **changed);
 static Datum text_array(List *strings);
 static void rows_grow(GhlRows *rows);
 static List *execute_returning_ids(SPIPlanPtr plan, Datum *values,
@@ -336,7 +332,6 @@ target_load_columns(GhlTarget *target, Relation rel)
 		GhlColumnMap *map = &target->maps[c];
 		AttrNumber	attnum = get_attnum(target->relid, def->name);
 		Form_pg_attribute attr;
-		Oid			travel;
 
 		if (attnum == InvalidAttrNumber)
 			ereport(ERROR,
@@ -348,23 +343,6 @@ target_load_columns(GhlTarget *target, Relation rel)
 		attr = TupleDescAttr(desc, attnum - 1);
 		col->name = pstrdup(def->name);
 		col->typid = attr->atttypid;
-		col->as_text = OidIsValid(get_element_type(col->typid));
-		travel = col->as_text ? TEXTOID : col->typid;
-		get_typlenbyvalalign(travel, &col->typlen, &col->typbyval, &col->typalign);
-		col->arraytypid = get_array_type(travel);
-		if (!OidIsValid(col->arraytypid))
-			ereport(ERROR,
-					(errcode(ERRCODE_DATATYPE_MISMATCH),
-					 errmsg("column \"%s\" of sync table %s has a type without an array type",
-							def->name, target->qualified)));
-		if (col->as_text)
-		{
-			Oid			outfunc;
-			bool		varlena;
-
-			getTypeOutputInfo(col->typid, &outfunc, &varlena);
-			fmgr_info_cxt(outfunc, &col->output, target->cxt);
-		}
 
 		map->attindex = c;
 		map->attname = col->name;
@@ -437,28 +415,15 @@ upsert_sql(GhlTarget *target, uint64 absent, GhlRowsMode mode, bool insert_only)
 		appendStringInfo(&sql, "%s, ", quote_identifier(target->columns[c].name));
 	appendStringInfoString(&sql, "as_of, synced_at, deleted_at) SELECT ");
 	for (c = 0; c < target->ncolumns; c++)
-	{
-		GhlTargetColumn *col = &target->columns[c];
-
-		if (col->as_text)
-			appendStringInfo(&sql, "u.c%d::%s, ", c,
-							 format_type_be_qualified(col->typid));
-		else
-			appendStringInfo(&sql, "u.c%d, ", c);
-	}
-	appendStringInfo(&sql, "u.as_of, pg_catalog.now(), %s FROM ROWS FROM (",
+		appendStringInfo(&sql, "u.c%d, ", c);
+	appendStringInfo(&sql, "u.as_of, pg_catalog.now(), %s FROM ghl_fdw._sync_batch() AS u(",
 					 mode == GHL_ROWS_DELETED ? "pg_catalog.now()" : "NULL");
 	for (c = 0; c < target->ncolumns; c++)
-		appendStringInfo(&sql, "pg_catalog.unnest($%d), ", c + 1);
-	appendStringInfo(&sql, "pg_catalog.unnest($%d)) AS u(", target->ncolumns + 1);
-	for (c = 0; c < target->ncolumns; c++)
-		appendStringInfo(&sql, "c%d, ", c);
-	appendStringInfoString(&sql, "as_of) ");
+		appendStringInfo(&sql, "c%d %s, ", c,
+						 format_type_be_qualified(target->columns[c].typid));
+	appendStringInfoString(&sql, "as_of pg_catalog.timestamptz) ");
 	if (insert_only)
-	{
-		appendStringInfoString(&sql, "RETURNING t.id, true");
 		return sql.data;
-	}
 	appendStringInfoString(&sql, "ON CONFLICT (location_id, id) DO UPDATE SET ");
 	if (mode == GHL_ROWS_DELETED)
 	{
@@ -496,9 +461,7 @@ upsert_plan(GhlTarget *target, uint64 absent, GhlRowsMode mode, bool insert_only
 {
 	ListCell   *lc;
 	GhlUpsertPlan *entry;
-	Oid		   *argtypes;
 	MemoryContext oldcxt;
-	int			c;
 
 	foreach(lc, target->upserts)
 	{
@@ -507,18 +470,13 @@ upsert_plan(GhlTarget *target, uint64 absent, GhlRowsMode mode, bool insert_only
 			entry->insert_only == insert_only)
 			return entry->plan;
 	}
-	argtypes = palloc(sizeof(Oid) * (target->ncolumns + 1));
-	for (c = 0; c < target->ncolumns; c++)
-		argtypes[c] = target->columns[c].arraytypid;
-	argtypes[target->ncolumns] = TIMESTAMPTZARRAYOID;
-
 	oldcxt = MemoryContextSwitchTo(target->cxt);
 	entry = palloc(sizeof(GhlUpsertPlan));
 	entry->absent = absent;
 	entry->mode = mode;
 	entry->insert_only = insert_only;
 	entry->plan = target_prepare(target, upsert_sql(target, absent, mode, insert_only),
-								 target->ncolumns + 1, argtypes);
+								 0, NULL);
 	target->upserts = lappend(target->upserts, entry);
 	MemoryContextSwitchTo(oldcxt);
 	return entry->plan;
@@ -790,35 +748,6 @@ ghl_rows_time(GhlRows *rows, int i, const char *column)
 	return 0;
 }
 
-/*
- * One column of a batch as an array of what travels (array-typed columns
- * as their text form, so that unnest yields one array per row).
- */
-static Datum
-column_array(GhlTarget *target, GhlRows *rows, int column)
-{
-	GhlTargetColumn *col = &target->columns[column];
-	Datum	   *elems = palloc(sizeof(Datum) * Max(rows->nrows, 1));
-	bool	   *nulls = palloc(sizeof(bool) * Max(rows->nrows, 1));
-	int			dims[1] = {rows->nrows};
-	int			lbs[1] = {1};
-	int			i;
-
-	for (i = 0; i < rows->nrows; i++)
-	{
-		int			at = i * target->ncolumns + column;
-
-		nulls[i] = rows->nulls[at];
-		elems[i] = rows->values[at];
-		if (!nulls[i] && col->as_text)
-			elems[i] = CStringGetTextDatum(OutputFunctionCall(&col->output, elems[i]));
-	}
-	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs,
-											  col->as_text ? TEXTOID : col->typid,
-											  col->typlen, col->typbyval,
-											  col->typalign));
-}
-
 /* A text[] of C strings. */
 static Datum
 text_array(List *strings)
@@ -869,6 +798,9 @@ execute_returning_ids(SPIPlanPtr plan, Datum *values, const char *nulls,
 	return ids;
 }
 
+/* the batch an upsert is writing, for ghl_fdw._sync_batch() */
+static GhlRows *batch_in_writing = NULL;
+
 /*
  * Write a batch: upsert every row whose values are not older than the
  * stored ones.  Returns the ids of the rows that changed (inserted, a
@@ -878,45 +810,83 @@ execute_returning_ids(SPIPlanPtr plan, Datum *values, const char *nulls,
 List *
 ghl_target_upsert(GhlTarget *target, GhlRows *rows)
 {
-	int			n = target->ncolumns;
-	Datum	   *args;
-	char	   *nulls;
+	GhlRows    *outer = batch_in_writing;
 	List	   *changed = NIL;
-	int			i;
-	int			dims[1];
-	int			lbs[1] = {1};
-	Datum	   *as_of;
 
 	if (rows->nrows == 0)
 		return NIL;
 
 	rows_keep_last_of_each_id(rows);
-	args = palloc(sizeof(Datum) * (n + 1));
-	nulls = palloc0(n + 2);
-	for (i = 0; i < n; i++)
+	batch_in_writing = rows;
+	PG_TRY();
 	{
-		args[i] = column_array(target, rows, i);
-		nulls[i] = ' ';
+		if (!(target->insert_first && rows->mode == GHL_ROWS_FOUND &&
+			  insert_new_rows(target, rows, &changed)))
+		{
+			target->insert_first = false;
+			rows->written = list_length(execute_returning_ids(upsert_plan(target, rows->absent,
+																		  rows->mode, false),
+															  NULL, NULL, &changed));
+		}
 	}
-	as_of = palloc(sizeof(Datum) * rows->nrows);
-	for (i = 0; i < rows->nrows; i++)
-		as_of[i] = TimestampTzGetDatum(rows->as_of[i]);
-	dims[0] = rows->nrows;
-	args[n] = PointerGetDatum(construct_md_array(as_of, NULL, 1, dims, lbs,
-												 TIMESTAMPTZOID, sizeof(TimestampTz),
-												 true, TYPALIGN_DOUBLE));
-	nulls[n] = ' ';
-
-	if (target->insert_first && rows->mode == GHL_ROWS_FOUND)
+	PG_FINALLY();
 	{
-		if (insert_new_rows(target, rows, args, nulls, &changed))
-			return changed;
-		target->insert_first = false;
+		batch_in_writing = outer;
 	}
-	rows->written = list_length(execute_returning_ids(upsert_plan(target, rows->absent,
-																  rows->mode, false),
-													  args, nulls, &changed));
+	PG_END_TRY();
 	return changed;
+}
+
+/*
+ * ghl_fdw._sync_batch(): the rows of the batch being written, as the
+ * upsert's column definition list names them (the target's columns, then
+ * as_of).  Rows travel to the statement this way, as the Datums they are:
+ * no array per column to build and unnest, no text form of array values.
+ * Outside an upsert of this backend there is nothing to return.
+ */
+Datum
+ghl_fdw_sync_batch(PG_FUNCTION_ARGS)
+{
+	GhlRows    *rows = batch_in_writing;
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	GhlTarget  *target;
+	TupleDesc	desc;
+	Datum	   *values;
+	bool	   *nulls;
+	int			n;
+	int			c;
+	int			i;
+
+	if (rows == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("ghl_fdw._sync_batch() can only be called by a sync's own statements")));
+	target = rows->target;
+	n = target->ncolumns;
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	desc = rsinfo->setDesc;
+	/* the Datums are of the target's types: a call must expect exactly those */
+	for (c = 0; c <= n; c++)
+	{
+		Oid			expected = c < n ? target->columns[c].typid : TIMESTAMPTZOID;
+
+		if (desc->natts != n + 1 || TupleDescAttr(desc, c)->atttypid != expected)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("ghl_fdw._sync_batch() called with columns of other types than its batch's")));
+	}
+
+	values = palloc(sizeof(Datum) * (n + 1));
+	nulls = palloc(sizeof(bool) * (n + 1));
+	for (i = 0; i < rows->nrows; i++)
+	{
+		memcpy(values, &rows->values[i * n], sizeof(Datum) * n);
+		memcpy(nulls, &rows->nulls[i * n], sizeof(bool) * n);
+		values[n] = TimestampTzGetDatum(rows->as_of[i]);
+		nulls[n] = false;
+		tuplestore_putvalues(rsinfo->setResult, desc, values, nulls);
+	}
+	return (Datum) 0;
 }
 
 /*
@@ -934,24 +904,30 @@ ghl_target_insert_first(GhlTarget *target)
 }
 
 /*
- * Insert a batch, all of it new, in a subtransaction: true if it was,
- * false (and nothing written) if a row's key exists already.
+ * Insert a batch, all of it new, in a subtransaction: true if it was (and
+ * every row's id is in *changed), false (and nothing written) if a row's
+ * key exists already.
  */
 static bool
-insert_new_rows(GhlTarget *target, GhlRows *rows, Datum *args,
-				const char *nulls, List **changed)
+insert_new_rows(GhlTarget *target, GhlRows *rows, List **changed)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
 	volatile bool inserted = true;
+	int			nestlevel;
+	int			i;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		rows->written = list_length(execute_returning_ids(upsert_plan(target, rows->absent,
-																	  rows->mode, true),
-														  args, nulls, changed));
+		pin_search_path(&nestlevel);
+		SPI_connect();
+		if (SPI_execute_plan(upsert_plan(target, rows->absent, rows->mode, true),
+							 NULL, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not write a sync table");
+		SPI_finish();
+		AtEOXact_GUC(true, nestlevel);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
@@ -969,10 +945,16 @@ insert_new_rows(GhlTarget *target, GhlRows *rows, Datum *args,
 		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION)
 			ReThrowError(edata);
 		FreeErrorData(edata);
-		*changed = NIL;
 		inserted = false;
 	}
 	PG_END_TRY();
+
+	if (inserted)
+	{
+		for (i = 0; i < rows->nrows; i++)
+			*changed = lappend(*changed, ghl_rows_id(rows, i));
+		rows->written = rows->nrows;
+	}
 	return inserted;
 }
 
