@@ -195,22 +195,63 @@ parse_value(JsonParser *p, int depth)
 	}
 }
 
+/*
+ * Begin a container at the cursor (on its brace or bracket): its node.
+ * *empty says whether it closes at once; the cursor is then past it.
+ */
+static GhlJson *
+container_begin(JsonParser *p, GhlJsonType type, char close, bool *empty)
+{
+	GhlJson    *node = parser_alloc(p, sizeof(GhlJson));
+
+	node->type = type;
+	node->nonfinite = false;
+	p->cur++;
+	skip_space(p);
+	*empty = (*p->cur == close);
+	if (*empty)
+		p->cur++;
+	return node;
+}
+
+/*
+ * After an entry of a container: true if another follows (the cursor past
+ * the comma), false at the container's end (the cursor past it).
+ */
+static bool
+container_next(JsonParser *p, char close, const char *expected)
+{
+	skip_space(p);
+	if (*p->cur == ',')
+	{
+		p->cur++;
+		return true;
+	}
+	if (*p->cur != close)
+		parse_error(p, expected);
+	p->cur++;
+	return false;
+}
+
+/* A scratch stack of entries of size bytes, grown for more. */
+static void *
+scratch_grow(void *stack, int *max, Size size)
+{
+	*max = Max(64, *max * 2);
+	return stack ? repalloc_huge(stack, size * *max) :
+		palloc_extended(size * *max, MCXT_ALLOC_HUGE);
+}
+
 static GhlJson *
 parse_object(JsonParser *p, int depth)
 {
 	int			first = p->nmembers;
-	GhlJson    *object = parser_alloc(p, sizeof(GhlJson));
+	bool		empty;
+	GhlJson    *object = container_begin(p, GHL_JSON_OBJECT, '}', &empty);
 	int			n;
 
-	object->type = GHL_JSON_OBJECT;
-	object->nonfinite = false;
-	p->cur++;					/* the brace */
-	skip_space(p);
-	if (*p->cur == '}')
-		p->cur++;
-	else
-	{
-		for (;;)
+	if (!empty)
+		do
 		{
 			GhlJsonMember *member;
 			GhlJson    *value;
@@ -220,12 +261,8 @@ parse_object(JsonParser *p, int depth)
 			if (*p->cur != '"')
 				parse_error(p, "Expected a key");
 			if (p->nmembers == p->max_members)
-			{
-				p->max_members = Max(64, p->max_members * 2);
-				p->members = p->members ?
-					repalloc_huge(p->members, sizeof(GhlJsonMember) * p->max_members) :
-					palloc(sizeof(GhlJsonMember) * p->max_members);
-			}
+				p->members = scratch_grow(p->members, &p->max_members,
+										  sizeof(GhlJsonMember));
 			member = &p->members[p->nmembers];
 			member->key = parse_string(p, &member->keylen);
 			member->hash = key_hash(member->key, member->keylen);
@@ -237,18 +274,7 @@ parse_object(JsonParser *p, int depth)
 			position = p->nmembers++;
 			value = parse_value(p, depth);
 			p->members[position].value = value;
-			skip_space(p);
-			if (*p->cur == ',')
-			{
-				p->cur++;
-				continue;
-			}
-			if (*p->cur != '}')
-				parse_error(p, "Expected a comma or a closing brace");
-			p->cur++;
-			break;
-		}
-	}
+		} while (container_next(p, '}', "Expected a comma or a closing brace"));
 
 	keep_last_of_each_key(p, first);
 	n = p->nmembers - first;
@@ -349,41 +375,19 @@ static GhlJson *
 parse_array(JsonParser *p, int depth)
 {
 	int			first = p->nelems;
-	GhlJson    *array = parser_alloc(p, sizeof(GhlJson));
+	bool		empty;
+	GhlJson    *array = container_begin(p, GHL_JSON_ARRAY, ']', &empty);
 	int			n;
 
-	array->type = GHL_JSON_ARRAY;
-	array->nonfinite = false;
-	p->cur++;					/* the bracket */
-	skip_space(p);
-	if (*p->cur == ']')
-		p->cur++;
-	else
-	{
-		for (;;)
+	if (!empty)
+		do
 		{
 			GhlJson    *value = parse_value(p, depth);
 
 			if (p->nelems == p->max_elems)
-			{
-				p->max_elems = Max(256, p->max_elems * 2);
-				p->elems = p->elems ?
-					repalloc_huge(p->elems, sizeof(GhlJson *) * p->max_elems) :
-					palloc(sizeof(GhlJson *) * p->max_elems);
-			}
+				p->elems = scratch_grow(p->elems, &p->max_elems, sizeof(GhlJson *));
 			p->elems[p->nelems++] = value;
-			skip_space(p);
-			if (*p->cur == ',')
-			{
-				p->cur++;
-				continue;
-			}
-			if (*p->cur != ']')
-				parse_error(p, "Expected a comma or a closing bracket");
-			p->cur++;
-			break;
-		}
-	}
+		} while (container_next(p, ']', "Expected a comma or a closing bracket"));
 
 	n = p->nelems - first;
 	array->len = n;
