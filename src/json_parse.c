@@ -27,9 +27,9 @@
  */
 #include "ghl_fdw.h"
 
+#include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
-#include "lib/stringinfo.h"
 
 /* deeper than any answer of the API; json-c stopped at 32 */
 #define GHL_JSON_MAX_DEPTH	64
@@ -662,21 +662,13 @@ ghl_json_get_at(const GhlJson *object, const char *key, int *at)
 void
 ghl_json_remove(GhlJson *object, const char *key)
 {
-	int			i;
+	int			i = member_position(object, key);
 
-	Assert(object->type == GHL_JSON_OBJECT);
-	for (i = 0; i < object->len; i++)
-	{
-		GhlJsonMember *member = &object->val.members[i];
-
-		if (member->keylen == (int) strlen(key) &&
-			memcmp(member->key, key, member->keylen) == 0)
-		{
-			memmove(member, member + 1, sizeof(GhlJsonMember) * (object->len - i - 1));
-			object->len--;
-			return;
-		}
-	}
+	if (i < 0)
+		return;
+	memmove(&object->val.members[i], &object->val.members[i + 1],
+			sizeof(GhlJsonMember) * (object->len - i - 1));
+	object->len--;
 }
 
 /*
@@ -686,26 +678,21 @@ ghl_json_remove(GhlJson *object, const char *key)
 void
 ghl_json_put(GhlJson *object, const char *key, GhlJson *value, MemoryContext cxt)
 {
-	int			i;
+	int			i = member_position(object, key);
+	int			keylen = strlen(key);
 	GhlJsonMember *members;
 
 	Assert(object->type == GHL_JSON_OBJECT);
-	for (i = 0; i < object->len; i++)
+	if (i >= 0)
 	{
-		GhlJsonMember *member = &object->val.members[i];
-
-		if (member->keylen == (int) strlen(key) &&
-			memcmp(member->key, key, member->keylen) == 0)
-		{
-			member->value = value;
-			return;
-		}
+		object->val.members[i].value = value;
+		return;
 	}
 	members = MemoryContextAlloc(cxt, sizeof(GhlJsonMember) * (object->len + 1));
 	memcpy(members, object->val.members, sizeof(GhlJsonMember) * object->len);
 	members[object->len].key = MemoryContextStrdup(cxt, key);
-	members[object->len].keylen = strlen(key);
-	members[object->len].hash = key_hash(key, strlen(key));
+	members[object->len].keylen = keylen;
+	members[object->len].hash = key_hash(key, keylen);
 	members[object->len].value = value;
 	object->val.members = members;
 	object->len++;

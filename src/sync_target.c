@@ -764,7 +764,8 @@ text_array(List *strings)
 /*
  * Run a prepared statement whose first output column is an id; return the
  * ids, and in *flags (if given) whether the second, boolean column was
- * true, as a list of ids where it was.
+ * true, as a list of ids where it was.  A statement without RETURNING
+ * returns none.
  */
 static List *
 execute_returning_ids(SPIPlanPtr plan, Datum *values, const char *nulls,
@@ -779,7 +780,7 @@ execute_returning_ids(SPIPlanPtr plan, Datum *values, const char *nulls,
 	SPI_connect();
 	if (SPI_execute_plan(plan, values, nulls, false, 0) < 0)
 		elog(ERROR, "could not write a sync table");
-	for (i = 0; i < SPI_processed; i++)
+	for (i = 0; SPI_tuptable != NULL && i < SPI_processed; i++)
 	{
 		HeapTuple	tuple = SPI_tuptable->vals[i];
 		bool		isnull;
@@ -914,20 +915,14 @@ insert_new_rows(GhlTarget *target, GhlRows *rows, List **changed)
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
 	volatile bool inserted = true;
-	int			nestlevel;
 	int			i;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		pin_search_path(&nestlevel);
-		SPI_connect();
-		if (SPI_execute_plan(upsert_plan(target, rows->absent, rows->mode, true),
-							 NULL, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "could not write a sync table");
-		SPI_finish();
-		AtEOXact_GUC(true, nestlevel);
+		(void) execute_returning_ids(upsert_plan(target, rows->absent, rows->mode, true),
+									 NULL, NULL, NULL);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
