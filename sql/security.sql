@@ -393,6 +393,16 @@ SELECT id FROM ghl_tenant.contacts WHERE id = 'sec-json';
 SELECT test.raw_fault('^/contacts/sec-json$', 200, 'application/json',
                       '{"contact": {"id": "sec-json"}} {"contact": {"id": "forged"}}');
 SELECT id FROM ghl_tenant.contacts WHERE id = 'sec-json';
+-- a custom field is found by its whole id: "\u0000" in an id makes no
+-- prefix of it match
+CREATE FOREIGN TABLE ghl_tenant.sec_custom (id text, pet text OPTIONS (field 'customFields.petId'))
+    SERVER ghl OPTIONS (resource 'contacts');
+SELECT test.raw_fault('^/contacts/sec-json$', 200, 'application/json',
+                      convert_to('{"contact": {"id": "sec-json", "customFields": '
+                                 '[{"id": "petId\u0000x", "value": "forged"}, '
+                                 '{"id": "petId", "value": "cat"}]}}', 'UTF8'));
+SELECT id, pet FROM ghl_tenant.sec_custom WHERE id = 'sec-json';
+DROP FOREIGN TABLE ghl_tenant.sec_custom;
 -- the function through which a sync's statements read the rows they write
 -- has nothing for anyone else
 SELECT * FROM ghl_fdw._sync_batch() AS u(id text);

@@ -71,8 +71,7 @@ static const char *json_text(GhlJson *value, const char *server_name);
 static Datum epoch_ms_to_timestamp(GhlJson *value, const char *server_name);
 static void conversion_error_callback(void *arg);
 static const char *utc_if_zoneless(const char *text);
-static bool custom_field_value(GhlJson *obj, const char *id,
-							   GhlJson **value);
+static GhlJson *custom_field_value(GhlJson *obj, const char *id);
 static json_object *search_filter(GhlFilterValue *fv);
 static json_object *filter_value(GhlFilterValue *fv);
 
@@ -202,8 +201,7 @@ row_to_values(GhlJsonPage *page, int row, GhlColumnMap *columns, int ncolumns,
 			value = obj;
 		else if (strncmp(col->field, GHL_CUSTOM_FIELD_PREFIX,
 						 strlen(GHL_CUSTOM_FIELD_PREFIX)) == 0)
-			(void) custom_field_value(obj, col->field + strlen(GHL_CUSTOM_FIELD_PREFIX),
-									  &value);
+			value = custom_field_value(obj, col->field + strlen(GHL_CUSTOM_FIELD_PREFIX));
 		else
 		{
 			if (use_search_fields && col->search_field)
@@ -222,29 +220,27 @@ row_to_values(GhlJsonPage *page, int row, GhlColumnMap *columns, int ncolumns,
 }
 
 /*
- * A contact's custom fields are an array of {"id", "value"}: find the
- * value of the one with this id.
+ * A contact's custom fields are an array of {"id", "value"}: the value of
+ * the one with this id, or NULL.
  */
-static bool
-custom_field_value(GhlJson *obj, const char *id, GhlJson **value)
+static GhlJson *
+custom_field_value(GhlJson *obj, const char *id)
 {
 	GhlJson    *fields = ghl_json_get(obj, "customFields");
 	int			i;
 
 	if (fields == NULL || fields->type != GHL_JSON_ARRAY)
-		return false;
+		return NULL;
 	for (i = 0; i < fields->len; i++)
 	{
 		GhlJson    *field_id = ghl_json_get(fields->val.elems[i], "id");
 
+		/* the whole id: one with "\u0000" in it is no prefix's match */
 		if (field_id != NULL && field_id->type == GHL_JSON_STRING &&
-			strcmp(field_id->val.text, id) == 0)
-		{
-			*value = ghl_json_get(fields->val.elems[i], "value");
-			return *value != NULL;
-		}
+			field_id->len == (int) strlen(id) && strcmp(field_id->val.text, id) == 0)
+			return ghl_json_get(fields->val.elems[i], "value");
 	}
-	return false;
+	return NULL;
 }
 
 static void
